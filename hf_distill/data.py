@@ -1,0 +1,793 @@
+"""Ranking data: row formats, validation, and the one in-memory form every trainer uses.
+
+The in-memory form is a **listwise group**: one query, ``N`` candidate passages, ``N`` raw teacher scores
+(kept as fp32 once in a ``datasets.Dataset``) and optionally ``N`` binary relevance labels
+(:class:`RankingGroup`). Every row format below is converted to it on read:
+
+=================  ===========================================================  ==================================
+format             row                                                          becomes
+=================  ===========================================================  ==================================
+``listwise``       ``{query, passages[], scores[], labels[]?}``                 one group, as is
+``pointwise``      ``{query, passage, score, label?}``                          rows grouped by query, in first-seen
+                                                                                order (queries and passages)
+``pairwise``       ``{query, positive, negative, score}``                       group ``[positive, negative]``,
+                                                                                scores ``[score, 0.0]``,
+                                                                                labels ``[1, 0]``
+``pairwise``       ``{query, positive, negative, positive_score,                group ``[positive, negative]``,
+                   negative_score}``                                            scores ``[p, n]``, labels ``[1, 0]``
+``mteb``           ``{query, positive[], negative[]}``                          ``positive + negative``, labels
+                                                                                ``1…1 0…0``, **no scores**
+``flagembedding``  ``{query, pos[], neg[], pos_scores[], neg_scores[]}``        ``pos + neg``, labels from pos/neg
+=================  ===========================================================  ==================================
+
+Decisions a user should know:
+
+* **Pairwise margins.** A ``{…, score}`` pairwise row carries only the teacher margin
+  ``t(q, p+) - t(q, p-)`` (as in Margin-MSE training sets, Hofstätter et al. 2020). It is stored as scores
+  ``[score, 0.0]``: every difference of scores (what Margin-MSE, RankNet and softmax/KL losses see) is
+  preserved, the absolute level is not, so do not use such groups with a pointwise MSE loss. Each pairwise
+  row stays its own group of two, even when queries repeat, because margins measured against different
+  negatives cannot be put on one scale.
+* **Pairwise labels.** ``positive`` is labelled 1 and ``negative`` 0, since that is what the column names
+  assert. If your "positive" is only the teacher's preferred passage, ignore the labels (the default
+  ``hard_label_weight=0`` does).
+* **MTEB rows have no scores.** They are the *input* of teacher scoring: with ``require_scores=True`` reading
+  them fails and tells you to run ``recipes/score_teacher.py`` first.
+* **Duplicates are kept.** The same passage twice in one group is two candidates (retrievers do return
+  duplicates, and the teacher scored both); nothing is deduplicated.
+* **Scores are raw.** No normalisation or temperature is applied here; losses own those options.
+* **Where errors point.** Every problem raises one :class:`DataFormatError` whose message reads
+  ``"{file}:{line}: field '{field}': {problem}. Fix: {fix}"``. ``line`` is 1-based for JSONL and JSON files;
+  for Parquet files, ``datasets`` directories and Hub datasets it is ``row N`` with ``N`` the 0-based index,
+  i.e. the row you get with ``dataset[N]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+logger = logging.getLogger("hf_distill")
+
+FORMATS = ("listwise", "pointwise", "pairwise", "mteb", "flagembedding")
+
+# What each format's rows look like, quoted in error messages so a user sees every option at once.
+FORMAT_FIELDS = {
+    "listwise": "{query, passages[], scores[], labels[]?}",
+    "pointwise": "{query, passage, score, label?}",
+    "pairwise": "{query, positive, negative, score} or {query, positive, negative, positive_score, negative_score}",
+    "mteb": "{query, positive[], negative[]}",
+    "flagembedding": "{query, pos[], neg[], pos_scores[], neg_scores[]}",
+}
+
+_FLOAT32_MAX = 3.4028234663852886e38  # scores are stored as fp32; a larger finite float64 would become inf
+_SCORE_TEACHER_FIX = (
+    "run recipes/score_teacher.py on this file first to add teacher scores, "
+    "or pass require_scores=False to read labels only"
+)
+
+
+class DataFormatError(ValueError):
+    """A ranking data file (or in-memory group) that cannot be read, with where and how to fix it.
+
+    The message reads ``"{file}:{line}: field '{field}': {problem}. Fix: {fix}"``; parts that do not apply
+    (no line for a missing file, no field for bad JSON) are left out. The parts are also kept as attributes
+    (``source``, ``place``, ``field``, ``problem``, ``fix``) for code that wants to react to them.
+    """
+
+    def __init__(self, source: str, place: str | None, field: str | None, problem: str, fix: str) -> None:
+        self.source, self.place, self.field, self.problem, self.fix = source, place, field, problem, fix
+        where = source if place is None else f"{source}:{place}"
+        what = "" if field is None else f" field '{field}':"
+        super().__init__(f"{where}:{what} {problem}. Fix: {fix}")
+
+
+@dataclass
+class RankingGroup:
+    """One query with its candidate passages: the unit every loss and metric works on.
+
+    Attributes:
+        query: the query text (non-empty).
+        passages: the ``N >= 1`` candidates, in the order the source gave them. Duplicates are kept: they are
+            separate candidates.
+        scores: ``N`` raw teacher scores (e.g. ``logit(yes) - logit(no)`` for Qwen3-Reranker), or ``None``
+            when the group has not been scored yet.
+        labels: ``N`` binary relevance labels (1 relevant, 0 not), or ``None`` when unknown.
+    """
+
+    query: str
+    passages: list[str]
+    scores: list[float] | None = None
+    labels: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Row checks: every check knows the file, the place and the field, so its error can name all three.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+class _Row:
+    """One raw row plus where it came from."""
+
+    def __init__(self, source: str, place: str, row: dict, fmt: str) -> None:
+        self.source, self.place, self.row, self.fmt = source, place, row, fmt
+
+    def error(self, field: str | None, problem: str, fix: str) -> DataFormatError:
+        return DataFormatError(self.source, self.place, field, problem, fix)
+
+    def has(self, field: str) -> bool:
+        # Parquet and datasets fill a column that a row lacks with None, so None means "absent".
+        return self.row.get(field) is not None
+
+    def require(self, field: str, what: str) -> Any:
+        if not self.has(field):
+            other = _detect_quietly(self.row)
+            if other is not None and other != self.fmt:
+                raise self.error(
+                    field,
+                    f"is missing; this row looks like {other} rows {FORMAT_FIELDS[other]} but the file is read as "
+                    f"{self.fmt} (from its first row or format=)",
+                    f"keep one format per file; {self.fmt} rows are {FORMAT_FIELDS[self.fmt]}",
+                )
+            raise self.error(field, f"is missing ({self.fmt} rows are {FORMAT_FIELDS[self.fmt]})", f"add {what}")
+        return self.row[field]
+
+    def query(self) -> str:
+        value = self.require("query", "the query text")
+        if not isinstance(value, str):
+            raise self.error("query", f"expected a string, got {_type_name(value)}", "write the query as a JSON string")
+        if not value.strip():
+            raise self.error("query", "is an empty string", "drop this row or fill in the query text")
+        return value
+
+    def text(self, field: str) -> str:
+        value = self.require(field, "the passage text")
+        if not isinstance(value, str):
+            raise self.error(field, f"expected a string, got {_type_name(value)}", "write the passage as a JSON string")
+        return value
+
+    def texts(self, field: str, accept_single: bool = False) -> list[str]:
+        value = self.require(field, "the list of passage texts")
+        if accept_single and isinstance(value, str):
+            return [value]
+        if not isinstance(value, (list, tuple)):
+            raise self.error(
+                field,
+                f"expected a list of strings, got {_type_name(value)}",
+                "write the passages as a JSON list of strings",
+            )
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(
+                    field,
+                    f"item {i} is {_type_name(item)} {item!r}, not a string",
+                    "write every passage as a JSON string",
+                )
+        return list(value)
+
+    def _score(self, field: str, value: Any, index: int | None) -> float:
+        at = "" if index is None else f"item {index} "
+        # bool is an int subclass in Python; true/false in a score column is a bug upstream, not a score.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise self.error(
+                field, f"{at}is {_type_name(value)} {value!r}, not a number", "write teacher scores as JSON numbers"
+            )
+        score = float(value)
+        # Python's json reads NaN/Infinity literals (and 1e400 as inf), so non-finite scores do reach us.
+        if not math.isfinite(score):
+            raise self.error(
+                field,
+                f"{at}is {score}; teacher scores must be finite",
+                "re-score this query (an fp16 teacher can overflow; score in bf16/fp32) or drop the row",
+            )
+        if abs(score) > _FLOAT32_MAX:
+            raise self.error(
+                field, f"{at}is {score}, outside the float32 range scores are stored in", "rescale or re-score"
+            )
+        return score
+
+    def score(self, field: str) -> float:
+        what = f"the teacher score (a number); for unscored data {_SCORE_TEACHER_FIX}"
+        return self._score(field, self.require(field, what), None)
+
+    def scores(self, field: str, length: int, length_field: str) -> list[float]:
+        value = self.require(
+            field, f"one teacher score per item of '{length_field}'; for unscored data {_SCORE_TEACHER_FIX}"
+        )
+        if not isinstance(value, (list, tuple)):
+            raise self.error(
+                field,
+                f"expected a list of numbers, got {_type_name(value)}",
+                "write the scores as a JSON list of numbers",
+            )
+        scores = [self._score(field, item, i) for i, item in enumerate(value)]
+        if len(scores) != length:
+            raise self.error(
+                field,
+                f"has {len(scores)} values but '{length_field}' has {length}",
+                f"write exactly one score per item of '{length_field}', in the same order",
+            )
+        return scores
+
+    def _label(self, field: str, value: Any, index: int | None) -> int:
+        at = "" if index is None else f"item {index} "
+        # Accept 0/1 however it is spelled (int, bool, 1.0); anything else is a graded label we cannot use.
+        if isinstance(value, numbers.Real) and value in (0, 1):
+            return int(value)
+        raise self.error(
+            field,
+            f"{at}is {_type_name(value)} {value!r}; labels must be 0 or 1",
+            "write 1 for relevant and 0 for not relevant (binarise graded labels first), or leave labels out",
+        )
+
+    def label(self, field: str) -> int:
+        return self._label(field, self.row[field], None)
+
+    def labels(self, field: str, length: int, length_field: str) -> list[int]:
+        value = self.row[field]
+        if not isinstance(value, (list, tuple)):
+            raise self.error(
+                field, f"expected a list of 0/1, got {_type_name(value)}", "write labels as a JSON list of 0/1"
+            )
+        labels = [self._label(field, item, i) for i, item in enumerate(value)]
+        if len(labels) != length:
+            raise self.error(
+                field,
+                f"has {len(labels)} values but '{length_field}' has {length}",
+                f"write exactly one label per item of '{length_field}', or leave labels out",
+            )
+        return labels
+
+    def non_empty(self, field: str, passages: list[str]) -> list[str]:
+        if not passages:
+            raise self.error(field, "has no candidates", "drop this row, or add at least one passage")
+        return passages
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formats
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _detect_quietly(row: dict) -> str | None:
+    keys = set(row)
+    if "passages" in keys:
+        return "listwise"
+    if "passage" in keys:
+        return "pointwise"
+    if "pos" in keys or "neg" in keys:
+        return "flagembedding"
+    if "positive" in keys and "negative" in keys:
+        # Same column names, told apart by type: MTEB holds lists of passages, pairwise rows one passage each.
+        return "mteb" if isinstance(row["positive"], (list, tuple)) else "pairwise"
+    return None
+
+
+def detect_format(row: dict, source: str = "<row>", place: str | None = None) -> str:
+    """Name the format of ``row`` from its keys (see the module docstring's table).
+
+    ``passages`` means listwise, ``passage`` pointwise, ``pos``/``neg`` FlagEmbedding, and
+    ``positive``/``negative`` MTEB when ``positive`` is a list, pairwise when it is a single passage.
+    ``source`` and ``place`` only go into the error message.
+
+    Raises:
+        DataFormatError: when no format fits, listing what each format looks like.
+    """
+    if not isinstance(row, dict):
+        raise DataFormatError(
+            source, place, None, f"expected a row object, got {_type_name(row)}", "write one JSON object per row"
+        )
+    fmt = _detect_quietly(row)
+    if fmt is None:
+        accepted = "; ".join(f"{name} {fields}" for name, fields in FORMAT_FIELDS.items())
+        raise DataFormatError(
+            source,
+            place,
+            None,
+            f"cannot tell the format from the keys {sorted(row)}",
+            f"use one of: {accepted}; or pass format=",
+        )
+    return fmt
+
+
+def _read_listwise(r: _Row, require_scores: bool) -> RankingGroup:
+    query = r.query()
+    passages = r.non_empty("passages", r.texts("passages"))
+    scores = None
+    if require_scores and not r.has("scores"):
+        raise r.error("scores", "is missing: these rows have no teacher scores", _SCORE_TEACHER_FIX)
+    if r.has("scores"):
+        scores = r.scores("scores", len(passages), "passages")
+    labels = r.labels("labels", len(passages), "passages") if r.has("labels") else None
+    return RankingGroup(query, passages, scores, labels)
+
+
+def _read_pairwise(r: _Row, require_scores: bool) -> RankingGroup:
+    query = r.query()
+    passages = [r.text("positive"), r.text("negative")]
+    if r.has("positive_score") or r.has("negative_score"):
+        # Both absolute scores carry more than the margin, so they win over a 'score' column if both exist.
+        scores = [r.score("positive_score"), r.score("negative_score")]
+    elif r.has("score") or require_scores:
+        # Only the margin is known: any pair of scores with that difference will do; see the module docstring.
+        scores = [r.score("score"), 0.0]
+    else:
+        scores = None
+    return RankingGroup(query, passages, scores, [1, 0])
+
+
+def _read_mteb(r: _Row, require_scores: bool) -> RankingGroup:
+    query = r.query()
+    positive = r.texts("positive", accept_single=True)
+    negative = r.texts("negative", accept_single=True)
+    passages = r.non_empty("positive", positive + negative)
+    return RankingGroup(query, passages, None, [1] * len(positive) + [0] * len(negative))
+
+
+def _read_flagembedding(r: _Row, require_scores: bool) -> RankingGroup:
+    query = r.query()
+    pos, neg = r.texts("pos"), r.texts("neg")
+    passages = r.non_empty("pos", pos + neg)
+    scores = None
+    if require_scores or r.has("pos_scores") or r.has("neg_scores"):
+        scores = r.scores("pos_scores", len(pos), "pos") + r.scores("neg_scores", len(neg), "neg")
+    return RankingGroup(query, passages, scores, [1] * len(pos) + [0] * len(neg))
+
+
+_ROW_READERS = {
+    "listwise": _read_listwise,
+    "pairwise": _read_pairwise,
+    "mteb": _read_mteb,
+    "flagembedding": _read_flagembedding,
+}
+
+
+class _PointwiseGrouper:
+    """Collects pointwise rows into groups by query, in first-seen order of queries and passages."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, RankingGroup] = {}
+        self.first_place: dict[str, str] = {}
+
+    def add(self, r: _Row, require_scores: bool) -> None:
+        query = r.query()
+        passage = r.text("passage")
+        score = r.score("score") if (require_scores or r.has("score")) else None
+        label = r.label("label") if r.has("label") else None
+        group = self.groups.get(query)
+        if group is None:
+            self.groups[query] = RankingGroup(
+                query, [passage], None if score is None else [score], None if label is None else [label]
+            )
+            self.first_place[query] = r.place
+            return
+        # A group is either scored (labelled) throughout or not at all; a half-scored group has no meaning.
+        for field, value, values in (("score", score, group.scores), ("label", label, group.labels)):
+            if (value is None) != (values is None):
+                state = "missing here but given" if value is None else "given here but missing"
+                first = self.first_place[query]
+                first = f"line {first}" if first.isdigit() else first
+                raise r.error(
+                    field,
+                    f"{state} on {first} for the same query",
+                    f"give '{field}' on every row of a query or on none",
+                )
+        group.passages.append(passage)
+        if score is not None:
+            group.scores.append(score)
+        if label is not None:
+            group.labels.append(label)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources: each yields (place, row) so that errors can point at the line or row.
+# ---------------------------------------------------------------------------------------------------------
+
+_BAD_JSON_FIX = "repair or remove this line (one JSON object per line)"
+
+
+def _decode_line(raw: bytes, source: str, line: int) -> str:
+    try:
+        # utf-8-sig on the first line drops a byte-order mark that Windows editors like to add.
+        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(
+            source,
+            str(line),
+            None,
+            f"bytes are not valid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line)",
+            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+        ) from None
+
+
+def _as_object(value: Any, source: str, place: str) -> dict:
+    if not isinstance(value, dict):
+        raise DataFormatError(
+            source,
+            place,
+            None,
+            f"expected a JSON object, got {_type_name(value)}",
+            "write each row as a JSON object {...}",
+        )
+    return value
+
+
+def _iter_json_lines(path: str, fix: str = _BAD_JSON_FIX) -> Iterator[tuple[str, dict]]:
+    # Parsed line by line (not with datasets) so that every error can name its line.
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            text = _decode_line(raw, path, line_number)
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                problem = f"not valid JSON ({err.msg} at column {err.colno})"
+                raise DataFormatError(path, str(line_number), None, problem, fix) from None
+            yield str(line_number), _as_object(value, path, str(line_number))
+
+
+_WHITESPACE = re.compile(r"\s*")
+
+
+def _iter_json_array(path: str, text: str) -> Iterator[tuple[str, dict]]:
+    # raw_decode one element at a time, so each row still knows the line it starts on.
+    decoder = json.JSONDecoder()
+    fix = "repair the JSON (a .json file holds one JSON array of row objects, or one object per line)"
+
+    def bad(pos: int, problem: str) -> DataFormatError:
+        return DataFormatError(path, str(text.count("\n", 0, pos) + 1), None, problem, fix)
+
+    pos = _WHITESPACE.match(text, text.index("[") + 1).end()
+    if text.startswith("]", pos):
+        return
+    while True:
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            problem = f"not valid JSON ({err.msg} at column {err.colno})"
+            raise DataFormatError(path, str(err.lineno), None, problem, fix) from None
+        place = str(text.count("\n", 0, pos) + 1)
+        yield place, _as_object(value, path, place)
+        pos = _WHITESPACE.match(text, end).end()
+        if text.startswith(",", pos):
+            pos = _WHITESPACE.match(text, pos + 1).end()
+        elif text.startswith("]", pos):
+            end = _WHITESPACE.match(text, pos + 1).end()
+            if end != len(text):
+                raise bad(end, "unexpected text after the closing ']'")
+            return
+        else:
+            raise bad(pos, "expected ',' or ']' after an array element")
+
+
+def _iter_json_file(path: str) -> Iterator[tuple[str, dict]]:
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"["):
+        yield from _iter_json_lines(
+            path, "repair this line (a .json file holds one JSON array of row objects, or one object per line)"
+        )
+        return
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # Decode the offending line alone so the error names it, like JSON-lines files do.
+        start, end = data.rfind(b"\n", 0, err.start) + 1, data.find(b"\n", err.start)
+        _decode_line(data[start : end if end >= 0 else len(data)], path, data.count(b"\n", 0, err.start) + 1)
+        raise AssertionError("unreachable: _decode_line raises on the same bytes") from err
+    yield from _iter_json_array(path, text)
+
+
+def _iter_parquet(path: str) -> Iterator[tuple[str, dict]]:
+    # pyarrow directly (a datasets dependency): datasets.Dataset.from_parquet would copy the file into its cache.
+    import pyarrow.parquet as pq
+
+    index = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            yield f"row {index}", row
+            index += 1
+
+
+def _iter_dataset(dataset: datasets.Dataset) -> Iterator[tuple[str, dict]]:
+    for index, row in enumerate(dataset):
+        yield f"row {index}", row
+
+
+def _load_local_dir(path: str, split: str) -> datasets.Dataset:
+    if any(os.path.exists(os.path.join(path, name)) for name in ("dataset_dict.json", "state.json")):
+        loaded = datasets.load_from_disk(path)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise DataFormatError(
+                    path, None, "split", f"no split {split!r} in this dataset", f"pass split= one of {sorted(loaded)}"
+                )
+            return loaded[split]
+        return loaded
+    # A plain folder of data files: datasets' packaged builders know how to read it.
+    return datasets.load_dataset(path, split=split)
+
+
+_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+# Names ending like a data file are paths the user meant, never Hub dataset names.
+_LOCAL_LOOKING_SUFFIXES = _FILE_SUFFIXES + (".csv", ".tsv", ".txt", ".gz", ".arrow")
+
+
+def _iter_source(source: str, split: str) -> Iterator[tuple[str, dict]]:
+    path = os.fspath(source)
+    if os.path.isfile(path):
+        suffix = Path(path).suffix.lower()
+        if suffix == ".jsonl":
+            return _iter_json_lines(path)
+        if suffix == ".json":
+            return _iter_json_file(path)
+        if suffix == ".parquet":
+            return _iter_parquet(path)
+        raise DataFormatError(
+            path,
+            None,
+            None,
+            f"unsupported file type {suffix or '(no suffix)'!r}",
+            f"convert it to one of {', '.join(_FILE_SUFFIXES)}",
+        )
+    if os.path.isdir(path):
+        return _iter_dataset(_load_local_dir(path, split))
+    looks_local = path.lower().endswith(_LOCAL_LOOKING_SUFFIXES) or path.startswith((".", "~")) or os.path.isabs(path)
+    if looks_local:
+        raise DataFormatError(
+            path,
+            None,
+            None,
+            "no such file or directory",
+            "check the path (it is read relative to the current directory)",
+        )
+    try:
+        dataset = datasets.load_dataset(path, split=split)
+    # load_dataset raises many types (not found, offline, bad split, auth); each means the same thing here.
+    except Exception as err:
+        raise DataFormatError(
+            path,
+            None,
+            None,
+            f"not a local file or directory, and loading it as a Hub dataset failed ({type(err).__name__}: {err})",
+            "check the path, or the Hub dataset name, split and your network/HF_HUB_OFFLINE setting",
+        ) from err
+    return _iter_dataset(dataset)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------------------
+
+
+def read_groups(
+    source: str | os.PathLike, format: str = "auto", split: str = "train", require_scores: bool = True
+) -> list[RankingGroup]:
+    """Read a ranking data source into listwise groups, validating every row.
+
+    Args:
+        source: a ``.jsonl``, ``.json`` (JSON array of rows, or JSON lines) or ``.parquet`` file; a directory
+            written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk`` (or a folder of data files); or a
+            Hub dataset name, loaded with ``datasets.load_dataset(source, split=split)``.
+        format: one of :data:`FORMATS`, or ``"auto"`` to detect it from the first row's keys. Every row must
+            then be in that format.
+        split: the split to read from a ``DatasetDict`` directory or a Hub dataset; ignored for single files.
+        require_scores: fail when rows have no teacher scores (training needs them). Pass ``False`` to read
+            labels-only data, e.g. MTEB reranking rows before teacher scoring or an evaluation set.
+
+    Returns:
+        The groups, in file order (pointwise rows: in first-seen order of their queries).
+
+    Raises:
+        DataFormatError: on the first problem, naming file, line (or row), field and the fix.
+    """
+    source = os.fspath(source)
+    if format != "auto" and format not in FORMATS:
+        raise DataFormatError(
+            source, None, "format", f"unknown format {format!r}", f"pass format= one of: auto, {', '.join(FORMATS)}"
+        )
+    fmt = None if format == "auto" else format
+    groups: list[RankingGroup] = []
+    pointwise = _PointwiseGrouper()
+    for place, row in _iter_source(source, split):
+        if fmt is None:
+            fmt = detect_format(row, source, place)
+        if fmt == "mteb" and require_scores:
+            raise DataFormatError(
+                source,
+                place,
+                "scores",
+                "MTEB reranking rows {query, positive[], negative[]} have no teacher scores",
+                _SCORE_TEACHER_FIX,
+            )
+        r = _Row(source, place, row, fmt)
+        if fmt == "pointwise":
+            pointwise.add(r, require_scores)
+        else:
+            groups.append(_ROW_READERS[fmt](r, require_scores))
+    if fmt is None:
+        raise DataFormatError(
+            source, None, None, "has no rows", "check that the file was fully written (did the scoring job finish?)"
+        )
+    return list(pointwise.groups.values()) if fmt == "pointwise" else groups
+
+
+def _check_group(group: RankingGroup, index: int) -> None:
+    """Validate a group built in code (not read from a file) before it is written or turned into a dataset."""
+    r = _Row("<groups>", f"group {index}", vars(group), "listwise")
+    r.query()
+    r.non_empty("passages", r.texts("passages"))
+    if group.scores is not None:
+        r.scores("scores", len(group.passages), "passages")
+    if group.labels is not None:
+        r.labels("labels", len(group.passages), "passages")
+
+
+def groups_to_dataset(groups: Iterable[RankingGroup]) -> datasets.Dataset:
+    """Turn groups into a ``datasets.Dataset`` that collators and ``Trainer`` consume.
+
+    Columns: ``query`` (str), ``passages`` (list[str]), ``scores`` (list[float32]; zeros when the group is
+    unscored, so only use unscored groups where teacher scores are not read, e.g. evaluation with labels)
+    and ``labels`` (list[int64]; ``-1`` everywhere when unknown).
+    """
+    columns: dict[str, list] = {"query": [], "passages": [], "scores": [], "labels": []}
+    for index, group in enumerate(groups):
+        _check_group(group, index)
+        n = len(group.passages)
+        columns["query"].append(group.query)
+        columns["passages"].append(list(group.passages))
+        columns["scores"].append([float(s) for s in group.scores] if group.scores is not None else [0.0] * n)
+        columns["labels"].append([int(v) for v in group.labels] if group.labels is not None else [-1] * n)
+    features = datasets.Features(
+        {
+            "query": datasets.Value("string"),
+            "passages": datasets.Sequence(datasets.Value("string")),
+            "scores": datasets.Sequence(datasets.Value("float32")),
+            "labels": datasets.Sequence(datasets.Value("int64")),
+        }
+    )
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def load_ranking_dataset(
+    source: str | os.PathLike,
+    format: str = "auto",
+    split: str = "train",
+    require_scores: bool = True,
+    min_candidates: int = 1,
+) -> datasets.Dataset:
+    """Read, validate and filter ranking data into a ``datasets.Dataset`` (see :func:`groups_to_dataset`).
+
+    Groups with fewer than ``min_candidates`` passages are dropped, with one warning on the ``hf_distill``
+    logger giving their count (listwise losses need several candidates to compare; a group of one only
+    teaches a pointwise loss anything).
+
+    Raises:
+        DataFormatError: on any invalid row (see :func:`read_groups`) or when no group has enough candidates.
+    """
+    source = os.fspath(source)
+    groups = read_groups(source, format=format, split=split, require_scores=require_scores)
+    kept = [group for group in groups if len(group.passages) >= min_candidates]
+    dropped = len(groups) - len(kept)
+    if not kept:
+        raise DataFormatError(
+            source,
+            None,
+            "passages",
+            f"all {len(groups)} groups have fewer than min_candidates={min_candidates} candidates",
+            "lower min_candidates or add candidates to the groups",
+        )
+    if dropped:
+        logger.warning(
+            "%s: dropped %d of %d groups with fewer than min_candidates=%d candidates",
+            source,
+            dropped,
+            len(groups),
+            min_candidates,
+        )
+    return groups_to_dataset(kept)
+
+
+def write_listwise_jsonl(groups: Iterable[RankingGroup], path: str | os.PathLike) -> Path:
+    """Write groups as listwise JSONL rows ``{query, passages, scores?, labels?}``, atomically.
+
+    The rows go to a temporary file in the same directory that then replaces ``path`` (``os.replace``), so a
+    reader never sees a half-written file, even if the writer is killed. Scores are written as JSON numbers
+    with Python's shortest round-trip repr (reading gives back the same floats); text is written as UTF-8
+    (``ensure_ascii=False``). ``scores``/``labels`` are left out of a row when they are ``None``.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for index, group in enumerate(groups):
+                _check_group(group, index)
+                row: dict[str, Any] = {"query": group.query, "passages": list(group.passages)}
+                if group.scores is not None:
+                    row["scores"] = [float(s) for s in group.scores]  # also turns numpy floats into JSON numbers
+                if group.labels is not None:
+                    row["labels"] = [int(v) for v in group.labels]
+                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def build_reference_triplets(
+    groups: Iterable[RankingGroup], top_k: int = 8, num_negatives: int = 4
+) -> list[dict[str, Any]]:
+    """Expand groups into the (query, positive, negative) triplets of the reference practice.
+
+    This reproduces the seed project's training set: sort each group by teacher score (descending; ties keep
+    input order); the ``top_k`` best candidates are positives; the ``num_negatives`` candidates ranked just
+    after them (ranks ``top_k + 1 … top_k + num_negatives``) are the hard negatives; every positive is paired
+    with every negative, giving ``top_k × num_negatives`` triplets per query (8 × 4 = 32 by default). Each
+    triplet carries the Margin-MSE target (Hofstätter et al., 2020, "Improving Efficient Neural Ranking Models
+    with Cross-Architecture Knowledge Distillation")
+
+        score = t(q, p+) - t(q, p-)
+
+    plus both raw teacher scores. Groups shorter than ``top_k + 1`` use ``top_k = N - 1`` so that at least
+    one negative remains (and fewer negatives when fewer are left); groups of one candidate are skipped.
+
+    This exists to compare against the reference, and for users who want triplet files; the trainers do not
+    need it: a listwise group already holds every pair, and the "margin_mse_triplets" loss computes the same
+    objective from the group's score matrix with each pair run through the student once.
+
+    Raises:
+        ValueError: if ``top_k`` or ``num_negatives`` is below 1, or a group has no teacher scores.
+    """
+    if top_k < 1 or num_negatives < 1:
+        raise ValueError(f"top_k and num_negatives must be >= 1, got top_k={top_k}, num_negatives={num_negatives}")
+    triplets: list[dict[str, Any]] = []
+    for index, group in enumerate(groups):
+        if group.scores is None:
+            raise DataFormatError(
+                "<groups>", f"group {index}", "scores", "the group has no teacher scores", _SCORE_TEACHER_FIX
+            )
+        n = len(group.passages)
+        if n < 2:
+            continue
+        ranked = sorted(range(n), key=lambda i: -group.scores[i])  # sorted() is stable: ties keep input order
+        k = min(top_k, n - 1)
+        positives, negatives = ranked[:k], ranked[k : k + num_negatives]
+        for p in positives:
+            for q in negatives:
+                t_pos, t_neg = float(group.scores[p]), float(group.scores[q])
+                triplets.append(
+                    {
+                        "query": group.query,
+                        "positive": group.passages[p],
+                        "negative": group.passages[q],
+                        "score": t_pos - t_neg,
+                        "positive_score": t_pos,
+                        "negative_score": t_neg,
+                    }
+                )
+    return triplets

