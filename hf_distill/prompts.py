@@ -1,0 +1,151 @@
+"""Prompts of the Qwen3 ranking models, built token by token as their model cards do.
+
+Qwen3-Reranker (Zhang et al. 2025, "Qwen3 Embedding: Advancing Text Embedding and Reranking Through Foundation
+Models") is a causal LM asked a yes/no question in a chat prompt; its relevance score is
+
+.. math::
+
+    s(q, d) = z_{\\text{yes}} - z_{\\text{no}} = \\log p(\\text{yes}) - \\log p(\\text{no})
+
+with :math:`z` the next-token logits after the prompt. The prompt is ``prefix + content + suffix`` in token
+ids, where only ``content`` is truncated, so the instruction frame and the answer slot survive any document
+length (model card ``process_inputs``)::
+
+    prefix  = "<|im_start|>system\\n{SYSTEM}<|im_end|>\\n<|im_start|>user\\n"
+    content = "<Instruct>: {instruction}\\n<Query>: {query}\\n<Document>: {doc}"
+    suffix  = "<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n"
+
+:class:`Qwen3RerankerPrompt` is the one place this is built: the HF and vLLM teachers and the causal-LM student
+all call it, so they see the same token ids.
+
+Qwen3-Embedding prefixes *queries only* with ``"Instruct: {task}\\nQuery:{query}"`` (no space after
+``Query:``, documents unprefixed; model card ``get_detailed_instruct``): :func:`qwen3_embedding_query`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+QWEN3_RERANKER_SYSTEM = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".'
+)
+QWEN3_RERANKER_PREFIX = f"<|im_start|>system\n{QWEN3_RERANKER_SYSTEM}<|im_end|>\n<|im_start|>user\n"
+# The empty think block is what the card's prompt ends with: the model answers without reasoning.
+QWEN3_RERANKER_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+QWEN3_RERANKER_CONTENT = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
+# The model card's default task for both Qwen3-Reranker and Qwen3-Embedding.
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+# Qwen3-Reranker was trained with up to 8192 tokens in its card's example; longer costs memory, not accuracy.
+QWEN3_RERANKER_MAX_LENGTH = 8192
+
+
+def qwen3_embedding_query(query: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
+    """Qwen3-Embedding's query text: ``"Instruct: {instruction}\\nQuery:{query}"`` (documents stay as they are)."""
+    return f"Instruct: {instruction}\nQuery:{query}"
+
+
+def qwen3_reranker_content(query: str, doc: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
+    """The user turn of the Qwen3-Reranker prompt (the only part that is truncated)."""
+    return QWEN3_RERANKER_CONTENT.format(instruction=instruction, query=query, doc=doc)
+
+
+def yes_no_token_ids(tokenizer: Any) -> tuple[int, int]:
+    """Token ids of ``"yes"`` and ``"no"``, the two answers whose logit difference is the score.
+
+    Raises:
+        ValueError: when either word is not one token of the vocabulary (then the tokenizer is not a Qwen3
+            reranker's, and ``logit(yes) - logit(no)`` would not mean anything).
+    """
+    ids = []
+    for word in ("yes", "no"):
+        token_id = tokenizer.convert_tokens_to_ids(word)
+        if (
+            token_id is None
+            or token_id == tokenizer.unk_token_id
+            or tokenizer.encode(word, add_special_tokens=False) != [token_id]
+        ):
+            raise ValueError(
+                f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no single token for {word!r}, so "
+                "it cannot give a yes/no reranker score. Fix: use the tokenizer of a Qwen3-Reranker checkpoint "
+                "(or of the causal LM the reranker was fine-tuned from)."
+            )
+        ids.append(token_id)
+    return ids[0], ids[1]
+
+
+class Qwen3RerankerPrompt:
+    """Builds Qwen3-Reranker prompts as token ids: ``prefix + truncated content + suffix``.
+
+    Args:
+        tokenizer: the reranker's tokenizer (any ``PreTrainedTokenizerFast`` with the chat tokens).
+        instruction: the task description; the model card's web-search default when ``None``.
+        max_length: the most tokens a whole prompt may have; only the content is cut (from its end, i.e. the
+            document's tail), never the prefix or suffix.
+
+    Example::
+
+        prompt = Qwen3RerankerPrompt(tokenizer, max_length=512)
+        ids = prompt.encode([("what is umask", "umask() sets the file mode creation mask ...")])
+        batch = prompt.pad(ids)  # left padded: the last column is every prompt's answer position
+    """
+
+    def __init__(self, tokenizer: Any, instruction: str | None = None, max_length: int = QWEN3_RERANKER_MAX_LENGTH):
+        self.tokenizer = tokenizer
+        self.instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
+        self.max_length = int(max_length)
+        # Encoded once without special tokens: the chat markers are added tokens of the vocabulary.
+        self.prefix_ids: list[int] = tokenizer.encode(QWEN3_RERANKER_PREFIX, add_special_tokens=False)
+        self.suffix_ids: list[int] = tokenizer.encode(QWEN3_RERANKER_SUFFIX, add_special_tokens=False)
+        self.max_content_length = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        if self.max_content_length < 1:
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room for the query and document: the prompt frame alone "
+                f"is {len(self.prefix_ids) + len(self.suffix_ids)} tokens. Fix: raise max_length (the card uses 8192)."
+            )
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token. Fix: set tokenizer.pad_token.")
+        self.pad_token_id: int = int(pad_id)
+
+    def texts(self, query: str, docs: Sequence[str]) -> list[str]:
+        """The untruncated content strings of ``query`` against each document."""
+        return [qwen3_reranker_content(query, doc, self.instruction) for doc in docs]
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+        """Token ids of each ``(query, doc)`` prompt, at most ``max_length`` long."""
+        if not pairs:
+            return []
+        contents = [qwen3_reranker_content(query, doc, self.instruction) for query, doc in pairs]
+        # add_special_tokens=False: Qwen tokenizers add none anyway, and a tokenizer that adds a BOS must not put
+        # it in the middle of the prompt.
+        encoded = self.tokenizer(
+            contents, add_special_tokens=False, truncation=True, max_length=self.max_content_length
+        )["input_ids"]
+        return [self.prefix_ids + ids + self.suffix_ids for ids in encoded]
+
+    def lengths(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        """Prompt lengths in tokens, as :meth:`encode` would build them."""
+        return [len(ids) for ids in self.encode(pairs)]
+
+    def pad(
+        self, input_ids: Sequence[Sequence[int]], device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Left-pad prompts into ``input_ids``, ``attention_mask`` and ``position_ids`` tensors.
+
+        Left padding puts every prompt's last token in the last column, where the answer is read. Positions
+        count real tokens only, so a prompt gets the same rotary positions (0, 1, ...) whatever its padding,
+        as it does unpadded or in vLLM.
+        """
+        width = max(len(ids) for ids in input_ids)
+        ids = torch.full((len(input_ids), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(input_ids), width), dtype=torch.long)
+        for row, seq in enumerate(input_ids):
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        return {key: value.to(device) for key, value in batch.items()} if device is not None else batch

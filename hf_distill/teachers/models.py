@@ -1,0 +1,570 @@
+"""Teacher models: each turns a batch of items into raw fp32 values, nothing more.
+
+A teacher works on *items*, the smallest things it runs the model on once:
+
+* pair teachers (:class:`Qwen3RerankerTeacher`, :class:`CrossEncoderTeacher`): an item is a ``(query, passage)``
+  pair and its value is the raw score (shape ``[n, 1]``);
+* text teachers (:class:`EmbeddingTeacher`): an item is one text (a query with its prompt, or a passage) and
+  its value is the L2-normalised embedding (shape ``[n, dim]``); the score of a pair is the cosine
+  ``<e(q), e(p)>`` of two normalised embeddings, taken afterwards (:func:`hf_distill.teachers.runner.combine`).
+
+Deduplication, length-sorted batching, sharding and resuming live in :mod:`hf_distill.teachers.runner`; a
+teacher only says how long an item is in tokens (:meth:`Teacher.lengths`) and how to score a batch
+(:meth:`Teacher.score_batch`). The model is loaded on the first batch, so options can be checked (and a resume
+refused) before minutes are spent loading an 8B checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hf_distill.prompts import (
+    DEFAULT_INSTRUCTION,
+    QWEN3_RERANKER_MAX_LENGTH,
+    Qwen3RerankerPrompt,
+    qwen3_embedding_query,
+    yes_no_token_ids,
+)
+
+logger = logging.getLogger("hf_distill")
+
+TEACHER_TYPES = ("qwen3_reranker", "cross_encoder", "embedding")
+POOLING_MODES = ("cls", "mean", "last")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class TeacherConfigError(ValueError):
+    """A teacher option or checkpoint that cannot work, with the fix in the message."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small helpers: device, dtype, files of a local or Hub checkpoint
+# ---------------------------------------------------------------------------------------------------------
+
+
+def default_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` when a GPU is visible (one GPU per ``accelerate launch`` process), else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bf16 on a GPU that has it (fp16 otherwise) and fp32 on CPU, where half precision is slow."""
+    if dtype not in DTYPES:
+        raise TeacherConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def checkpoint_file(model_name_or_path: str, filename: str) -> str | None:
+    """Local path of ``filename`` in a checkpoint directory or Hub repo, ``None`` when it has no such file."""
+    if os.path.isdir(model_name_or_path):
+        path = os.path.join(model_name_or_path, filename)
+        return path if os.path.isfile(path) else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(model_name_or_path, filename)
+    except Exception:  # not on the Hub, offline, or the file does not exist: all mean "no such file" here
+        return None
+
+
+def _read_json(path: str | None) -> dict | list | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _file_sha256(path: str | None) -> str | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _model_kwargs(
+    dtype: torch.dtype, attn_implementation: str | None, trust_remote_code: bool, device: torch.device
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device.type == "cuda":
+        kwargs["device_map"] = str(device)  # load shards straight onto the GPU, not through CPU memory
+    return kwargs
+
+
+def _default_max_length(tokenizer: Any, fallback: int = 512) -> int:
+    # Tokenizers without a limit report a huge sentinel (int(1e30)); a checkpoint's real limit is far below.
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 1_000_000 else fallback
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Base class
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Teacher:
+    """What every teacher offers to the runner.
+
+    Attributes:
+        unit: ``"pair"`` (items are ``(query, passage)``) or ``"text"`` (items are texts).
+        output_dim: values per item: 1 for pair teachers, the embedding size for text teachers.
+    """
+
+    unit: ClassVar[str] = "pair"
+    teacher_type: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        max_length: int | None = None,
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.model_name_or_path = str(model_name_or_path)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype_name = dtype
+        self.torch_dtype = resolve_dtype(dtype, self.device)
+        self.attn_implementation = attn_implementation
+        self.trust_remote_code = trust_remote_code
+        self.max_length = max_length
+        self._model: torch.nn.Module | None = None
+
+    # -- what the runner calls ---------------------------------------------------------------------------
+    @property
+    def output_dim(self) -> int:
+        return 1
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes the scores; a resumed run must match it exactly.
+
+        Left out on purpose: the batch budget and the attention kernel, which change speed (and at most the
+        last bits of a score), so a user may change them to fix an out-of-memory error and still resume.
+        """
+        return {
+            "teacher_type": self.teacher_type,
+            "model": self.model_name_or_path,
+            "config_sha256": _file_sha256(checkpoint_file(self.model_name_or_path, "config.json")),
+            "max_length": self.max_length,
+            "dtype": str(self.torch_dtype).replace("torch.", ""),
+        }
+
+    def lengths(self, items: Sequence[Any]) -> list[int]:
+        """Token count of each item as it will be fed to the model (after prompt and truncation)."""
+        raise NotImplementedError
+
+    def score_batch(self, items: Sequence[Any]) -> np.ndarray:
+        """Run the model once over ``items``; returns float32 ``[len(items), output_dim]``."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ----------------------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            logger.info("loading teacher %s (%s) on %s", self.model_name_or_path, self.torch_dtype, self.device)
+            self._model = self._load_model().to(self.device).eval()
+        return self._model
+
+    def _load_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _load_tokenizer(self, **kwargs: Any) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(
+            self.model_name_or_path, trust_remote_code=self.trust_remote_code, **kwargs
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Qwen3-Reranker: causal LM, yes/no
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Qwen3RerankerTeacher(Teacher):
+    """Qwen3-Reranker (0.6B/4B/8B) and other yes/no causal-LM rerankers.
+
+    .. math:: s(q, d) = h_{-1} \\cdot (w_{\\text{yes}} - w_{\\text{no}}) = z_{\\text{yes}} - z_{\\text{no}}
+
+    with :math:`h_{-1}` the final hidden state at the prompt's last token (left padding puts it in the last
+    column) and :math:`w` the two ``lm_head`` rows. Only those two logits are computed, in fp32: the full
+    ``[B, vocab]`` head (151k columns for Qwen3) is never run, and its weight is dropped after loading when it
+    is not tied to the input embeddings. Prompts come from :class:`hf_distill.prompts.Qwen3RerankerPrompt`.
+
+    Args:
+        instruction: the task; the model card's default when ``None``.
+        max_length: longest prompt in tokens (default 8192, the card's); only the query+document part is cut.
+    """
+
+    teacher_type = "qwen3_reranker"
+
+    def __init__(
+        self, model_name_or_path: str, instruction: str | None = None, max_length: int | None = None, **kwargs: Any
+    ):
+        super().__init__(model_name_or_path, max_length=max_length or QWEN3_RERANKER_MAX_LENGTH, **kwargs)
+        self.instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
+        self.tokenizer = self._load_tokenizer()
+        self.prompt = Qwen3RerankerPrompt(self.tokenizer, self.instruction, self.max_length)
+        self.yes_id, self.no_id = yes_no_token_ids(self.tokenizer)
+        self._answer_rows: torch.Tensor | None = None
+        self._answer_bias: torch.Tensor | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "instruction": self.instruction, "backend": "hf"}
+
+    def lengths(self, items: Sequence[tuple[str, str]]) -> list[int]:
+        return self.prompt.lengths(items)
+
+    def _load_model(self) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_name_or_path,
+            **_model_kwargs(self.torch_dtype, self.attn_implementation, self.trust_remote_code, self.device),
+        )
+        head = model.get_output_embeddings()
+        rows = head.weight[[self.yes_id, self.no_id]].detach().float().clone()
+        bias = getattr(head, "bias", None)
+        self._answer_rows = rows.to(self.device)
+        self._answer_bias = (
+            bias[[self.yes_id, self.no_id]].detach().float().to(self.device) if bias is not None else None
+        )
+        if head.weight is not model.get_input_embeddings().weight:
+            # Untied head (Qwen3-Reranker-4B/8B): its vocab x hidden weight is never used again; free it.
+            model.set_output_embeddings(torch.nn.Identity())
+        return model
+
+    @torch.inference_mode()
+    def score_batch(self, items: Sequence[tuple[str, str]]) -> np.ndarray:
+        model = self.model
+        batch = self.prompt.pad(self.prompt.encode(items), device=self.device)
+        decoder = model.get_decoder()
+        hidden = decoder(**batch, use_cache=False).last_hidden_state[:, -1]  # [B, H], last real token
+        logits = hidden.float() @ self._answer_rows.T  # [B, 2]: yes, no
+        if self._answer_bias is not None:
+            logits = logits + self._answer_bias
+        return (logits[:, 0] - logits[:, 1]).unsqueeze(1).cpu().numpy().astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sequence-classification cross-encoder
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CrossEncoderTeacher(Teacher):
+    """A ``AutoModelForSequenceClassification`` cross-encoder with one output: score = its raw logit.
+
+    Pairs are tokenized as ``tokenizer(query, passage, truncation="longest_first")``, as
+    ``sentence_transformers.CrossEncoder`` does, so scores equal ``CrossEncoder.predict(...,
+    activation_fn=Identity())``. ``max_length`` defaults to the tokenizer's ``model_max_length``.
+    """
+
+    teacher_type = "cross_encoder"
+
+    def __init__(self, model_name_or_path: str, max_length: int | None = None, **kwargs: Any):
+        super().__init__(model_name_or_path, max_length=max_length, **kwargs)
+        self.tokenizer = self._load_tokenizer()
+        self.max_length = max_length or _default_max_length(self.tokenizer)
+        from transformers import AutoConfig
+
+        # AutoConfig, not the raw json: transformers leaves the default num_labels=2 out of config.json.
+        num_labels = AutoConfig.from_pretrained(
+            self.model_name_or_path, trust_remote_code=self.trust_remote_code
+        ).num_labels
+        if num_labels != 1:
+            raise TeacherConfigError(
+                f"{self.model_name_or_path} has {num_labels} output labels but a cross-encoder teacher needs one "
+                "raw logit (num_labels=1). Fix: use a reranker checkpoint with a single output, or convert the "
+                "two-class head into one logit (logit_relevant - logit_irrelevant) and save that."
+            )
+
+    def _tokenize(self, items: Sequence[tuple[str, str]], **kwargs: Any) -> Any:
+        queries = [q for q, _ in items]
+        passages = [p for _, p in items]
+        return self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length, **kwargs)
+
+    def lengths(self, items: Sequence[tuple[str, str]]) -> list[int]:
+        return [len(ids) for ids in self._tokenize(items)["input_ids"]]
+
+    def _load_model(self) -> torch.nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(
+            self.model_name_or_path,
+            **_model_kwargs(self.torch_dtype, self.attn_implementation, self.trust_remote_code, self.device),
+        )
+
+    @torch.inference_mode()
+    def score_batch(self, items: Sequence[tuple[str, str]]) -> np.ndarray:
+        model = self.model
+        features = self._tokenize(items, padding=True, return_tensors="pt").to(self.device)
+        logits = model(**features).logits
+        return logits.float().view(-1, 1).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Embedding teacher
+# ---------------------------------------------------------------------------------------------------------
+
+
+def read_sentence_transformers_config(model_name_or_path: str) -> dict[str, Any] | None:
+    """Pooling, normalisation, max length and prompts of a sentence-transformers checkpoint, from its own files.
+
+    Reads ``modules.json`` (module list), the Transformer module's ``sentence_bert_config.json``
+    (``max_seq_length``, ``do_lower_case``), ``1_Pooling/config.json`` (legacy ``pooling_mode_*`` flags or the
+    newer ``pooling_mode`` key) and ``config_sentence_transformers.json`` (``prompts``). Returns ``None`` for a
+    plain transformers checkpoint (no ``modules.json``).
+
+    Raises:
+        TeacherConfigError: for modules this teacher does not reproduce (Dense projections, max pooling, ...).
+    """
+    modules = _read_json(checkpoint_file(model_name_or_path, "modules.json"))
+    if modules is None:
+        return None
+    info: dict[str, Any] = {
+        "transformer_path": "",
+        "pooling": None,
+        "include_prompt": True,
+        "normalize": False,
+        "max_seq_length": None,
+        "do_lower_case": False,
+    }
+    for module in modules:
+        kind = module.get("type", "").rsplit(".", 1)[-1]
+        path = module.get("path", "")
+        if kind == "Transformer":
+            info["transformer_path"] = path
+            config_name = f"{path}/sentence_bert_config.json" if path else "sentence_bert_config.json"
+            st_config = _read_json(checkpoint_file(model_name_or_path, config_name)) or {}
+            info["max_seq_length"] = st_config.get("max_seq_length")
+            info["do_lower_case"] = bool(st_config.get("do_lower_case", False))
+        elif kind == "Pooling":
+            info["pooling"], info["include_prompt"] = _read_pooling_config(model_name_or_path, path)
+        elif kind == "Normalize":
+            info["normalize"] = True
+        elif kind not in ("Dropout",):
+            raise TeacherConfigError(
+                f"{model_name_or_path}: sentence-transformers module {module.get('type')!r} ({path}) is not supported "
+                "by the embedding teacher (it reproduces Transformer + Pooling + Normalize). Fix: score with "
+                "sentence-transformers yourself and pass the listwise file to training, or drop the module."
+            )
+    if info["transformer_path"]:
+        raise TeacherConfigError(
+            f"{model_name_or_path}: the Transformer module lives in the sub-folder {info['transformer_path']!r}. "
+            f"Fix: pass --teacher_model_name_or_path {os.path.join(model_name_or_path, info['transformer_path'])} "
+            "and --pooling explicitly."
+        )
+    st_main = _read_json(checkpoint_file(model_name_or_path, "config_sentence_transformers.json")) or {}
+    info["prompts"] = st_main.get("prompts") or {}
+    return info
+
+
+def _read_pooling_config(model_name_or_path: str, path: str) -> tuple[str, bool]:
+    config = _read_json(checkpoint_file(model_name_or_path, f"{path}/config.json")) or {}
+    names = {"cls": "cls", "mean": "mean", "lasttoken": "last"}
+    legacy = {
+        "pooling_mode_cls_token": "cls",
+        "pooling_mode_mean_tokens": "mean",
+        "pooling_mode_lasttoken": "lasttoken",
+        "pooling_mode_max_tokens": "max",
+        "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+        "pooling_mode_weightedmean_tokens": "weightedmean",
+    }
+    modes = config.get("pooling_mode")
+    if modes is None:
+        modes = [mode for key, mode in legacy.items() if config.get(key)] or ["mean"]
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    if len(modes) != 1 or modes[0] not in names:
+        raise TeacherConfigError(
+            f"{model_name_or_path}/{path}/config.json: pooling {modes} is not supported (only one of cls, mean, "
+            "lasttoken). Fix: pass --pooling cls|mean|last to override it, if that is what the model was trained with."
+        )
+    return names[modes[0]], bool(config.get("include_prompt", True))
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool ``[T, L, H]`` token states to ``[T, H]``: first token, mean over real tokens, or last real token."""
+    if pooling == "cls":
+        return hidden_states[:, 0]
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    if pooling == "last":
+        # Works for either padding side: the index of the last 1 in each row of the mask.
+        width = attention_mask.shape[1]
+        last = width - 1 - attention_mask.flip(1).argmax(dim=1)
+        return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
+    raise TeacherConfigError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+
+
+class EmbeddingTeacher(Teacher):
+    """A bi-encoder teacher: score = cosine of normalised pooled embeddings, ``<e(q), e(p)>``.
+
+    For a sentence-transformers checkpoint, pooling, normalisation, ``max_seq_length`` and the query/document
+    prompts come from its own files (:func:`read_sentence_transformers_config`); explicit arguments override
+    them. Qwen3-Embedding: last-token pooling, queries ``"Instruct: {task}\\nQuery:{query}"``
+    (:func:`hf_distill.prompts.qwen3_embedding_query`), documents as they are.
+
+    Args:
+        pooling: ``cls``, ``mean`` or ``last``; required for a plain transformers checkpoint.
+        instruction: when given, queries are prefixed Qwen3-Embedding style with it (overrides the checkpoint's
+            ``query`` prompt).
+
+    Embeddings are always L2-normalised (a cosine does not depend on it; a ``Normalize`` module in the checkpoint
+    is read but changes nothing), and the teacher's values are those normalised embeddings.
+    """
+
+    unit = "text"
+    teacher_type = "embedding"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        pooling: str | None = None,
+        instruction: str | None = None,
+        max_length: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(model_name_or_path, max_length=max_length, **kwargs)
+        st = read_sentence_transformers_config(self.model_name_or_path)
+        if pooling is None and st is None:
+            raise TeacherConfigError(
+                f"{self.model_name_or_path} is not a sentence-transformers checkpoint (no modules.json), so its "
+                "pooling is unknown. Fix: pass --pooling cls (BERT/XLM-R/bge), mean (MiniLM/E5) or last "
+                "(Qwen3-Embedding)."
+            )
+        self.pooling = pooling or st["pooling"]
+        if self.pooling not in POOLING_MODES:
+            raise TeacherConfigError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        self.tokenizer = self._load_tokenizer()
+        self.max_length = max_length or (st and st["max_seq_length"]) or _default_max_length(self.tokenizer)
+        prompts = (st or {}).get("prompts", {})
+        self.instruction = instruction
+        self.query_prefix = (
+            qwen3_embedding_query("", instruction) if instruction is not None else prompts.get("query", "")
+        )
+        self.passage_prefix = prompts.get("document", prompts.get("passage", ""))
+        self.lowercase = bool(st and st["do_lower_case"])
+        if st is not None and not st.get("include_prompt", True) and (self.query_prefix or self.passage_prefix):
+            raise TeacherConfigError(
+                f"{self.model_name_or_path} pools without its prompt tokens (include_prompt=false), which this teacher "
+                "does not reproduce. Fix: score it with sentence-transformers."
+            )
+        self._output_dim: int | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            **super().fingerprint(),
+            "pooling": self.pooling,
+            "query_prefix": self.query_prefix,
+            "passage_prefix": self.passage_prefix,
+            "lowercase": self.lowercase,
+        }
+
+    def query_text(self, query: str) -> str:
+        return self.query_prefix + query
+
+    def passage_text(self, passage: str) -> str:
+        return self.passage_prefix + passage
+
+    @property
+    def output_dim(self) -> int:
+        if self._output_dim is None:
+            config = _read_json(checkpoint_file(self.model_name_or_path, "config.json")) or {}
+            self._output_dim = int(config.get("hidden_size") or self.model.config.hidden_size)
+        return self._output_dim
+
+    def _tokenize(self, texts: Sequence[str], **kwargs: Any) -> Any:
+        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        return self.tokenizer(texts, truncation="longest_first", max_length=self.max_length, **kwargs)
+
+    def lengths(self, items: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self._tokenize(items)["input_ids"]]
+
+    def _load_model(self) -> torch.nn.Module:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(
+            self.model_name_or_path,
+            **_model_kwargs(self.torch_dtype, self.attn_implementation, self.trust_remote_code, self.device),
+        )
+
+    @torch.inference_mode()
+    def score_batch(self, items: Sequence[str]) -> np.ndarray:
+        model = self.model
+        features = self._tokenize(items, padding=True, return_tensors="pt").to(self.device)
+        outputs = model(**features)
+        hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+        embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
+        return F.normalize(embeddings, p=2, dim=-1).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------------------
+
+
+def load_teacher(
+    teacher_type: str,
+    model_name_or_path: str,
+    *,
+    backend: str = "hf",
+    max_length: int | None = None,
+    instruction: str | None = None,
+    pooling: str | None = None,
+    dtype: str = "auto",
+    attn_implementation: str | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    **backend_kwargs: Any,
+) -> Teacher:
+    """Build a teacher by type name (``qwen3_reranker``, ``cross_encoder``, ``embedding``) and backend.
+
+    Options a teacher type does not use are refused rather than silently ignored.
+    """
+    if teacher_type not in TEACHER_TYPES:
+        raise TeacherConfigError(f"teacher_type must be one of {TEACHER_TYPES}, got {teacher_type!r}")
+    if backend not in ("hf", "vllm"):
+        raise TeacherConfigError(f"backend must be 'hf' or 'vllm', got {backend!r}")
+    if backend == "vllm" and teacher_type != "qwen3_reranker":
+        raise TeacherConfigError(
+            f"backend='vllm' is only implemented for teacher_type='qwen3_reranker', not {teacher_type!r}. "
+            "Fix: use --backend hf."
+        )
+    if pooling is not None and teacher_type != "embedding":
+        raise TeacherConfigError(f"--pooling applies to embedding teachers only, not {teacher_type!r}. Fix: drop it.")
+    if instruction is not None and teacher_type == "cross_encoder":
+        raise TeacherConfigError("a cross-encoder teacher takes no instruction. Fix: drop --instruction.")
+    common = dict(
+        max_length=max_length,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
+    if teacher_type == "qwen3_reranker":
+        if backend == "vllm":
+            from hf_distill.teachers.vllm_backend import Qwen3RerankerVLLMTeacher
+
+            return Qwen3RerankerVLLMTeacher(model_name_or_path, instruction=instruction, **common, **backend_kwargs)
+        return Qwen3RerankerTeacher(model_name_or_path, instruction=instruction, **common)
+    if teacher_type == "cross_encoder":
+        return CrossEncoderTeacher(model_name_or_path, **common)
+    return EmbeddingTeacher(model_name_or_path, pooling=pooling, instruction=instruction, **common)

@@ -1,0 +1,446 @@
+"""Teacher scoring: prompts, the three teachers against their references, batching, dedup and resume logic."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_distill.data import RankingGroup, read_groups
+from hf_distill.prompts import (
+    DEFAULT_INSTRUCTION,
+    QWEN3_RERANKER_PREFIX,
+    QWEN3_RERANKER_SUFFIX,
+    Qwen3RerankerPrompt,
+    qwen3_embedding_query,
+    yes_no_token_ids,
+)
+from hf_distill.teachers import (
+    EmbeddingTeacher,
+    ResumeMismatchError,
+    Teacher,
+    TeacherConfigError,
+    load_teacher,
+    plan_batches,
+    read_sentence_transformers_config,
+    score_groups,
+    score_to_file,
+)
+from hf_distill.teachers.runner import partial_dir_for, record_dtype
+from tiny_models import build_minilm_cross_encoder, build_tiny_qwen3_reranker
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "recipes/quickstart/data/eval_out_of_domain.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small matmuls run fastest on one thread, and on a busy machine idle OpenMP threads spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen3(tmp_path_factory) -> str:
+    return build_tiny_qwen3_reranker(tmp_path_factory.mktemp("qwen3"))
+
+
+def small_groups() -> list[RankingGroup]:
+    """Three groups sharing a query and passages, so dedup has something to do, with one very long passage."""
+    shared = "the kernel schedules every process and manages memory"
+    return [
+        RankingGroup(
+            "list files in a directory", ["ls lists directory contents", shared, "copy files " * 80], None, [1, 0, 0]
+        ),
+        RankingGroup("what does the kernel do", [shared, "a shell runs commands"], None, [1, 0]),
+        RankingGroup(
+            "list files in a directory", ["a shell runs commands", "ls lists directory contents"], None, [0, 1]
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# prompts
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_qwen3_reranker_prompt_is_the_model_card_prompt(tiny_qwen3):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    prompt = Qwen3RerankerPrompt(tokenizer, max_length=512)
+    [ids] = prompt.encode([("what is umask", "umask sets the file mode creation mask")])
+
+    expected_text = (
+        "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+        'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+        f"<Instruct>: {DEFAULT_INSTRUCTION}\n<Query>: what is umask\n<Document>: umask sets the file mode creation mask"
+        "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+    assert tokenizer.decode(ids) == expected_text
+    assert ids[: len(prompt.prefix_ids)] == tokenizer.encode(QWEN3_RERANKER_PREFIX, add_special_tokens=False)
+    assert ids[-len(prompt.suffix_ids) :] == tokenizer.encode(QWEN3_RERANKER_SUFFIX, add_special_tokens=False)
+
+
+def test_truncation_cuts_the_document_and_keeps_the_prompt_frame(tiny_qwen3):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    prompt = Qwen3RerankerPrompt(tokenizer, instruction="Find the man page", max_length=120)
+    [ids] = prompt.encode([("copy", "copy files " * 200)])
+    assert len(ids) == 120
+    assert ids[: len(prompt.prefix_ids)] == prompt.prefix_ids
+    assert ids[-len(prompt.suffix_ids) :] == prompt.suffix_ids
+    assert "<Instruct>: Find the man page\n<Query>: copy\n<Document>: copy files" in tokenizer.decode(ids)
+
+    with pytest.raises(ValueError, match="raise max_length"):
+        Qwen3RerankerPrompt(tokenizer, max_length=len(prompt.prefix_ids) + len(prompt.suffix_ids))
+
+
+def test_left_padding_puts_every_answer_slot_in_the_last_column(tiny_qwen3):
+    from transformers import AutoTokenizer
+
+    prompt = Qwen3RerankerPrompt(AutoTokenizer.from_pretrained(tiny_qwen3), max_length=512)
+    ids = prompt.encode([("q", "short"), ("q", "a much longer document about the linux kernel " * 3)])
+    batch = prompt.pad(ids)
+    assert batch["input_ids"][:, -len(prompt.suffix_ids) :].tolist() == [prompt.suffix_ids] * 2
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][1].all()
+    assert batch["position_ids"][0, -1] == len(ids[0]) - 1  # positions count real tokens only
+
+
+def test_qwen3_embedding_query_format():
+    assert qwen3_embedding_query("what is umask", "Given a man page query") == (
+        "Instruct: Given a man page query\nQuery:what is umask"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# teachers against reference computations
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_qwen3_reranker_scores_equal_the_model_card_computation(tiny_qwen3):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    groups = small_groups()
+    teacher = load_teacher("qwen3_reranker", tiny_qwen3, max_length=256, device="cpu")
+    # A budget of ~2 prompts per batch: several batches, left padding inside each.
+    scores = score_groups(teacher, groups, max_tokens_per_batch=400, progress=False)
+
+    # The card's way: tokenizer.pad (left) and the full [B, L, vocab] logits, no position ids.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3).eval()
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    prompt = Qwen3RerankerPrompt(tokenizer, max_length=256)
+    for group, group_scores in zip(groups, scores):
+        inputs = tokenizer.pad(
+            {"input_ids": prompt.encode([(group.query, p) for p in group.passages])}, padding=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            logits = model(**inputs).logits[:, -1, :]
+        reference = (logits[:, yes] - logits[:, no]).tolist()
+        assert group_scores == pytest.approx(reference, abs=1e-5)
+    assert np.std([s for g in scores for s in g]) > 0.1  # the check above compares scores that differ
+    # The same (query, passage) in two groups gets the same score.
+    assert scores[0][0] == scores[2][1]
+
+
+def test_yes_no_token_ids_are_the_single_answer_tokens(tiny_qwen3):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    yes, no = yes_no_token_ids(tokenizer)
+    assert tokenizer.convert_ids_to_tokens([yes, no]) == ["yes", "no"]
+
+
+def test_embedding_teacher_equals_sentence_transformers_encode(minilm_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import cos_sim
+
+    groups = [
+        RankingGroup(g.query, g.passages[:4], None, g.labels[:4])
+        for g in read_groups(QUICKSTART, require_scores=False)[:3]
+    ]
+    teacher = load_teacher("embedding", str(minilm_path), device="cpu")
+    # Read from the checkpoint's own files: 1_Pooling (mean), 2_Normalize, sentence_bert_config (256).
+    assert (teacher.pooling, teacher.max_length, teacher.query_prefix) == ("mean", 256, "")
+    scores = score_groups(teacher, groups, max_tokens_per_batch=1024, progress=False)
+
+    model = SentenceTransformer(str(minilm_path), device="cpu")
+    for group, group_scores in zip(groups, scores):
+        query = model.encode([group.query], convert_to_tensor=True)
+        passages = model.encode(group.passages, convert_to_tensor=True)
+        assert group_scores == pytest.approx(cos_sim(query, passages)[0].tolist(), abs=1e-5)
+
+
+def test_cross_encoder_teacher_equals_crossencoder_predict(minilm_path, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    path = build_minilm_cross_encoder(str(minilm_path), tmp_path / "minilm-ce")
+    groups = [
+        RankingGroup(g.query, g.passages[:3], None, None) for g in read_groups(QUICKSTART, require_scores=False)[:3]
+    ]
+    teacher = load_teacher("cross_encoder", path, max_length=128, device="cpu")
+    scores = score_groups(teacher, groups, max_tokens_per_batch=512, progress=False)
+
+    reference = CrossEncoder(path, max_length=128, device="cpu", activation_fn=torch.nn.Identity())
+    for group, group_scores in zip(groups, scores):
+        expected = reference.predict([(group.query, p) for p in group.passages], activation_fn=torch.nn.Identity())
+        assert group_scores == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_cross_encoder_with_two_labels_is_refused(minilm_path, tmp_path):
+    from transformers import AutoTokenizer, BertConfig
+
+    BertConfig(num_labels=2).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(tmp_path)
+    with pytest.raises(TeacherConfigError, match="num_labels=1"):
+        load_teacher("cross_encoder", str(tmp_path))
+
+
+def _sentence_transformers_dir(tmp_path, pooling_config: dict, extra_modules: list | None = None):
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.sentence_transformer.modules.Pooling",
+        },
+    ] + (extra_modules or [])
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 8192}))
+    prompts = {
+        "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+        "document": "",
+    }
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    return str(tmp_path)
+
+
+def test_sentence_transformers_config_of_a_qwen3_embedding_style_checkpoint(tmp_path):
+    path = _sentence_transformers_dir(
+        tmp_path,
+        {"embedding_dimension": 64, "pooling_mode": "lasttoken", "include_prompt": True},
+        [{"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.base.modules.Normalize"}],
+    )
+    config = read_sentence_transformers_config(path)
+    assert (config["pooling"], config["normalize"], config["max_seq_length"]) == ("last", True, 8192)
+    assert config["prompts"]["query"].endswith("\nQuery:")
+
+
+def test_unsupported_sentence_transformers_modules_are_refused(tmp_path):
+    path = _sentence_transformers_dir(
+        tmp_path,
+        {"pooling_mode_mean_tokens": True},
+        [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}],
+    )
+    with pytest.raises(TeacherConfigError, match="Dense"):
+        read_sentence_transformers_config(path)
+
+
+def test_embedding_teacher_needs_pooling_for_a_plain_checkpoint(tiny_qwen3):
+    with pytest.raises(TeacherConfigError, match="--pooling"):
+        EmbeddingTeacher(tiny_qwen3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batches, dedup, resume (a counting fake teacher keeps these fast)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CountingTeacher(Teacher):
+    """Score = number of characters of query + passage; counts how often each pair was run."""
+
+    teacher_type = "counting"
+
+    def __init__(self, version: int = 1):
+        super().__init__("counting", device="cpu")
+        self.version = version
+        self.runs: Counter = Counter()
+        self.batch_sizes: list[int] = []
+
+    def fingerprint(self):
+        return {"teacher_type": "counting", "version": self.version}
+
+    def _load_model(self):
+        return torch.nn.Identity()
+
+    def lengths(self, items):
+        return [len(q.split()) + len(p.split()) for q, p in items]
+
+    def score_batch(self, items):
+        self.runs.update(items)
+        self.batch_sizes.append(len(items))
+        return np.array([[len(q) + len(p) + 0.25] for q, p in items], dtype=np.float32)
+
+
+def test_plan_batches_sorts_by_length_and_keeps_the_padded_budget():
+    lengths = [5, 40, 7, 40, 12, 300, 1]
+    batches = plan_batches(lengths, max_tokens_per_batch=80)
+    assert sorted(int(i) for b in batches for i in b) == list(range(len(lengths)))
+    assert [list(b) for b in batches] == [[5], [1, 3], [4, 2, 0, 6]]  # longest first; 300 alone over budget
+    for batch in batches[1:]:
+        assert len(batch) * max(lengths[i] for i in batch) <= 80
+
+
+def test_each_unique_pair_is_scored_once_and_rows_keep_their_order():
+    groups = small_groups()
+    teacher = CountingTeacher()
+    scores = score_groups(teacher, groups, max_tokens_per_batch=64, progress=False)
+    assert set(teacher.runs.values()) == {1}
+    assert sum(teacher.runs.values()) == 6  # 7 candidates, 6 distinct (query, passage) pairs
+    assert len(teacher.batch_sizes) > 1
+    for group, group_scores in zip(groups, scores):
+        assert group_scores == [len(group.query) + len(p) + 0.25 for p in group.passages]
+
+
+def test_score_to_file_resumes_from_a_torn_record(tmp_path):
+    groups = small_groups()
+    output = tmp_path / "scored.jsonl"
+    reference = tmp_path / "reference.jsonl"
+    score_to_file(CountingTeacher(), groups, reference, max_tokens_per_batch=64, progress=False)
+
+    # A run that died after its first batch, in the middle of writing the second record.
+    work_dir = partial_dir_for(output)
+    first = CountingTeacher()
+    with pytest.raises(KeyboardInterrupt):
+        original = first.score_batch
+
+        def dies_on_second_batch(items):
+            if first.batch_sizes:
+                raise KeyboardInterrupt
+            return original(items)
+
+        first.score_batch = dies_on_second_batch
+        score_to_file(first, groups, output, max_tokens_per_batch=64, progress=False)
+    records = work_dir / "scores.rank0.bin"
+    done = records.stat().st_size // record_dtype(1).itemsize
+    with open(records, "ab") as f:
+        f.write(b"\x01\x02\x03")  # torn tail
+    second = CountingTeacher()
+    assert score_to_file(second, groups, output, max_tokens_per_batch=64, progress=False) == output
+    assert 0 < sum(second.runs.values()) == 6 - done < 6
+    assert output.read_bytes() == reference.read_bytes()
+    assert not work_dir.exists()
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["passages"] for r in rows] == [g.passages for g in groups]
+    assert [r["labels"] for r in rows] == [g.labels for g in groups]
+
+
+def test_resume_with_other_settings_says_what_changed(tmp_path):
+    groups = small_groups()
+    output = tmp_path / "scored.jsonl"
+    teacher = CountingTeacher()
+    teacher.score_batch = lambda items: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        score_to_file(teacher, groups, output, progress=False)
+
+    with pytest.raises(ResumeMismatchError, match=r"teacher\.version: 1 -> 2.*--overwrite_partial"):
+        score_to_file(CountingTeacher(version=2), groups, output, progress=False)
+    with pytest.raises(ResumeMismatchError, match="input groups"):
+        score_to_file(CountingTeacher(), groups[:2], output, progress=False)
+    assert score_to_file(CountingTeacher(version=2), groups, output, overwrite_partial=True, progress=False) == output
+
+
+# ---------------------------------------------------------------------------------------------------------
+# vLLM backend, without vLLM: same prompt ids, same score formula, clear error when missing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fake_vllm(model):
+    """A stand-in for the vllm module: LLM.generate runs the tiny HF model and returns top-k logprobs the way
+    vLLM's sampler does (``processed_logprobs``: after the allowed-token mask; raw: the full distribution)."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class EngineArgs:
+        logprobs_mode: str = "raw_logprobs"
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    class LLM:
+        prompts_seen: list = []
+
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+        def generate(self, prompts, params, use_tqdm=False):
+            outputs = []
+            for prompt in prompts:
+                LLM.prompts_seen.append(prompt["prompt_token_ids"])
+                with torch.no_grad():
+                    logits = model(torch.tensor([prompt["prompt_token_ids"]])).logits[0, -1].float()
+                allowed = torch.tensor(params.allowed_token_ids)
+                masked = torch.full_like(logits, float("-inf"))
+                masked[allowed] = logits[allowed]
+                processed = self.kwargs.get("logprobs_mode") == "processed_logprobs"
+                logprobs = torch.log_softmax(masked if processed else logits, dim=-1)
+                sampled = int(masked.argmax())
+                top = set(logprobs.topk(params.logprobs).indices.tolist()) | {sampled}
+                entry = {t: types.SimpleNamespace(logprob=float(logprobs[t])) for t in top}
+                outputs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(logprobs=[entry])]))
+            return outputs
+
+    return types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams, EngineArgs=EngineArgs)
+
+
+def test_vllm_backend_builds_the_hf_prompt_ids_and_the_same_scores(tiny_qwen3, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from hf_distill.teachers.vllm_backend import Qwen3RerankerVLLMTeacher, vllm_prompts
+
+    fake = _fake_vllm(AutoModelForCausalLM.from_pretrained(tiny_qwen3).eval())
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    groups = small_groups()
+    hf = load_teacher("qwen3_reranker", tiny_qwen3, max_length=256, instruction="Find the man page", device="cpu")
+    vllm_teacher = load_teacher(
+        "qwen3_reranker", tiny_qwen3, backend="vllm", max_length=256, instruction="Find the man page"
+    )
+    assert isinstance(vllm_teacher, Qwen3RerankerVLLMTeacher)
+
+    pairs = [(g.query, p) for g in groups for p in g.passages]
+    hf_batch = hf.prompt.pad(hf.prompt.encode(pairs))
+    hf_ids = [row[mask.bool()].tolist() for row, mask in zip(hf_batch["input_ids"], hf_batch["attention_mask"])]
+    assert [p["prompt_token_ids"] for p in vllm_prompts(vllm_teacher.prompt, pairs)] == hf_ids
+
+    vllm_scores = score_groups(vllm_teacher, groups, max_tokens_per_batch=100_000, progress=False)
+    hf_scores = score_groups(hf, groups, max_tokens_per_batch=100_000, progress=False)
+    for v, h in zip(vllm_scores, hf_scores):
+        assert v == pytest.approx(h, abs=1e-5)
+    assert fake.LLM.prompts_seen and all(ids in hf_ids for ids in fake.LLM.prompts_seen)
+    assert vllm_teacher.model.kwargs["logprobs_mode"] == "processed_logprobs"
+    assert vllm_teacher.num_bounded == 0
+
+
+def test_vllm_scores_without_the_other_answer_use_the_smallest_logprob_as_bound():
+    from hf_distill.teachers.vllm_backend import scores_from_outputs
+
+    def output(logprobs):
+        entry = {t: types.SimpleNamespace(logprob=lp) for t, lp in logprobs.items()}
+        return types.SimpleNamespace(outputs=[types.SimpleNamespace(logprobs=[entry])])
+
+    yes, no = 7, 9
+    scores, bounded = scores_from_outputs(
+        [output({yes: -0.5, no: -1.5, 3: -4.0}), output({yes: -0.01, 3: -6.0, 4: -9.0})], yes, no
+    )
+    assert scores[:, 0].tolist() == pytest.approx([1.0, 8.99]) and bounded == 1
+
+
+def test_vllm_backend_without_vllm_says_how_to_install_it(tiny_qwen3, monkeypatch):
+    from hf_distill.teachers.vllm_backend import VLLMNotInstalledError
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
+    with pytest.raises(VLLMNotInstalledError, match="pip install vllm"):
+        load_teacher("qwen3_reranker", tiny_qwen3, backend="vllm")
