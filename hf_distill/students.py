@@ -18,7 +18,9 @@ Scorers:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -91,6 +93,27 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: Poo
         last = attention_mask.sum(dim=1).long() - 1
         return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
     raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+
+
+def sentence_transformers_pooling(path: str | None) -> tuple[str, bool] | None:
+    """``(pooling, normalize)`` declared by a local sentence-transformers checkpoint, or None if it is not one."""
+    if not path:
+        return None
+    root = Path(path)
+    config_file = root / "1_Pooling" / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    pooling = None
+    for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last")):
+        if config.get(key):
+            pooling = name
+    if pooling is None:
+        return None
+    modules_file = root / "modules.json"
+    modules = json.loads(modules_file.read_text(encoding="utf-8")) if modules_file.is_file() else []
+    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    return pooling, normalize
 
 
 @dataclass

@@ -26,7 +26,7 @@ from transformers import Trainer, TrainingArguments
 from .collators import BiEncoderCollator, CrossEncoderCollator
 from .losses import DistillationLoss, get_loss
 from .metrics import compute_ranking_metrics
-from .students import BiEncoderScorer, CrossEncoderScorer
+from .students import BiEncoderScorer, CrossEncoderScorer, sentence_transformers_pooling
 
 logger = logging.getLogger("hf_distill")
 
@@ -90,7 +90,11 @@ class DistillationArguments(TrainingArguments):
                   "more padded forwards. 64 keeps >= 95% real tokens on real text."},
     )
     # --- bi-encoder students ------------------------------------------------------------------------------------------
-    pooling: str = field(default="cls", metadata={"help": "Bi-encoder pooling: cls, mean or last (token)."})
+    pooling: str = field(
+        default="auto",
+        metadata={"help": "Bi-encoder pooling: cls, mean, last (token), or auto: what the student's "
+                  "sentence-transformers config declares (1_Pooling), else cls."},
+    )
     normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise bi-encoder embeddings."})
     similarity: str = field(default="cosine", metadata={"help": "Bi-encoder similarity: cosine or dot."})
     similarity_scale: float = field(
@@ -167,7 +171,7 @@ class DistillationTrainer(Trainer):
             **args.loss_options(),
         )
         if self.scorer is None:
-            self.scorer = self.build_scorer(args)
+            self.scorer = self.build_scorer(args, model)
         needs_pairs = args.loss not in POINTWISE_LOSSES
         if train_dataset is not None:
             train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", needs_pairs)
@@ -199,7 +203,7 @@ class DistillationTrainer(Trainer):
         self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded since the last log
 
     # -- hooks for subclasses -----------------------------------------------------------------------------------------
-    def build_scorer(self, args: DistillationArguments):
+    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
         raise NotImplementedError
 
     def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
@@ -357,7 +361,7 @@ class RerankerDistillationTrainer(DistillationTrainer):
         trainer.train()
     """
 
-    def build_scorer(self, args: DistillationArguments):
+    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
         return CrossEncoderScorer()
 
     def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
@@ -371,9 +375,14 @@ class EmbeddingDistillationTrainer(DistillationTrainer):
     ``2_Normalize``), so ``SentenceTransformer(output_dir)`` gives the embeddings the student was trained with.
     """
 
-    def build_scorer(self, args: DistillationArguments):
+    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
+        pooling = args.pooling
+        if pooling == "auto":
+            declared = sentence_transformers_pooling(getattr(getattr(model, "config", None), "_name_or_path", None))
+            pooling = declared[0] if declared else "cls"
+            logger.info("bi-encoder pooling: %s (%s)", pooling, "from the checkpoint's 1_Pooling" if declared else "default")
         return BiEncoderScorer(
-            pooling=args.pooling,
+            pooling=pooling,
             normalize=args.normalize_embeddings,
             similarity=args.similarity,
             scale=args.similarity_scale,
