@@ -416,21 +416,23 @@ def listnet(
     student_scores: Tensor,
     teacher_scores: Tensor,
     mask: Tensor,
-    temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+    student_temperature: float = 1.0,
 ) -> Tensor:
     r"""ListNet top-one cross-entropy between the teacher's and the student's softmax over each group.
 
     .. math::
-        \mathcal{L} = -\frac{1}{|G|} \sum_{b \in G} \sum_i \mathrm{softmax}(t_b / T)_i \,
-        \log \mathrm{softmax}(s_b / T)_i
+        \mathcal{L} = -\frac{1}{|G|} \sum_{b \in G} \sum_i \mathrm{softmax}(t_b / T_t)_i \,
+        \log \mathrm{softmax}(s_b / T_s)_i
 
     where G holds the groups with at least two real candidates. Cao et al. 2007, "Learning to Rank: From
     Pairwise Approach to Listwise Approach" (ICML). It differs from "kl" only by the teacher's entropy, a
-    constant, so the gradients are the same as "kl" without the T^2 scaling. With ``temperature=1`` it equals
+    constant, so its gradients are those of "kl" without the T_s^2 scaling. With both temperatures 1 it equals
     sentence-transformers' cross-encoder ``ListNetLoss`` with the teacher scores as labels.
 
     Args:
-        temperature: T, applied to both teacher and student scores.
+        teacher_temperature: T_t; larger = softer teacher target distribution.
+        student_temperature: T_s; below 1 for students whose scores live in a narrow range (cosines).
 
     Example:
         >>> s = torch.tensor([[1.0, 1.0]])
@@ -438,10 +440,10 @@ def listnet(
         >>> round(listnet(s, t, torch.ones(1, 2, dtype=torch.bool)).item(), 4)  # -ln 0.5
         0.6931
     """
-    _check_positive("listnet", temperature=temperature)
+    _check_positive("listnet", teacher_temperature=teacher_temperature, student_temperature=student_temperature)
     student, teacher, mask = _prepare("listnet", student_scores, teacher_scores, mask)
-    teacher_probs = _masked_log_softmax(teacher / temperature, mask).exp()
-    student_log_probs = _masked_log_softmax(student / temperature, mask)
+    teacher_probs = _masked_log_softmax(teacher / teacher_temperature, mask).exp()
+    student_log_probs = _masked_log_softmax(student / student_temperature, mask)
     per_group = -torch.where(mask, teacher_probs * student_log_probs, 0.0).sum(dim=-1)
     return _masked_mean(per_group, _listwise_groups(mask))
 

@@ -107,6 +107,13 @@ def test_listnet_is_cross_entropy_between_the_two_softmaxes():
     teacher = torch.tensor([[0.0, 0.0]])  # softmax (0.5, 0.5)
     expected = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))
     assert listnet(student, teacher, all_valid(1, 2)).item() == pytest.approx(expected, rel=1e-6)
+    # Separate temperatures: the student's scores are divided by T_s only (softmax (0.25, 0.75) again at T_s=2).
+    doubled = student * 2
+    assert listnet(doubled, teacher, all_valid(1, 2), student_temperature=2.0).item() == pytest.approx(expected)
+    # A hotter teacher flattens the target: a teacher gap of ln 9 at T_t=2 is a gap of ln 3, softmax (0.25, 0.75).
+    sharp = torch.tensor([[0.0, math.log(9.0)]])
+    target = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert listnet(student, sharp, all_valid(1, 2), teacher_temperature=2.0).item() == pytest.approx(target)
 
 
 def test_hard_label_cross_entropy_targets_positives_and_skips_unlabelled_groups():

@@ -1,0 +1,251 @@
+"""The body of ``recipes/reranker.py`` and ``recipes/embedding.py``: load data, student, train, save, push.
+
+Kept here, not in the scripts, so both recipes (and the tests) share one tested path:
+
+1. parse ``ScriptArguments``, ``ModelArguments`` and :class:`~hf_distill.trainer.DistillationArguments` from
+   ``--config x.yaml`` plus CLI overrides;
+2. read and validate every data file *before* anything is written (a bad file costs nothing);
+3. load the student (a fresh ``num_labels=1`` head for a reranker checkpoint that has none; optionally only its
+   first N layers; optionally LoRA);
+4. evaluate before training, train (``--resume_from_checkpoint`` supported), evaluate after;
+5. save a plain checkpoint (LoRA merged), the metrics, a model card, and push to the Hub if asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
+from transformers.utils import logging as hf_logging
+
+from .cli import ConfigError, exit_on_user_error, parse_config
+from .data import load_ranking_dataset
+from .trainer import (
+    DistillationArguments,
+    EmbeddingDistillationTrainer,
+    RerankerDistillationTrainer,
+    write_sentence_transformers_config,
+)
+
+logger = logging.getLogger("hf_distill")
+
+StudentKind = Literal["reranker", "embedding"]
+
+
+@dataclass
+class ScriptArguments:
+    """Data and bookkeeping of a distillation run."""
+
+    train_file: str = field(
+        default=None,
+        metadata={"help": "Teacher-scored training data: a file (jsonl/json/parquet), a saved dataset dir or a Hub name."},
+    )
+    train_format: str = field(
+        default="auto", metadata={"help": "listwise, pointwise, pairwise, flagembedding or auto (detected)."}
+    )
+    eval_file: list[str] | None = field(
+        default=None,
+        metadata={"help": "One or more scored eval files; metrics are prefixed with each file's name (stem)."},
+    )
+    max_train_groups: int | None = field(
+        default=None, metadata={"help": "Keep only the first N training queries (quick runs)."}
+    )
+    evaluate_before_training: bool = field(
+        default=True, metadata={"help": "Evaluate the untrained student too, for the before/after table and card."}
+    )
+    teacher_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "The teacher that scored the data (written into the model card)."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Name of the training data for the model card (default: train_file)."}
+    )
+
+
+@dataclass
+class ModelArguments:
+    """The student model and its LoRA adapter."""
+
+    model_name_or_path: str = field(default=None, metadata={"help": "Student checkpoint (Hub id or local dir)."})
+    num_hidden_layers: int | None = field(
+        default=None, metadata={"help": "Keep only the first N transformer layers of the student (a smaller student)."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the checkpoint's own modelling code."})
+    torch_dtype: str | None = field(
+        default=None, metadata={"help": "Weights dtype at load: float32, bfloat16, float16 (mixed precision: --bf16)."}
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "eager, sdpa or flash_attention_2 (GPU)."}
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names that get adapters (default: peft's choice for the architecture; "
+                  "'all-linear' for every linear layer)."},
+    )
+
+
+def _load_student(kind: StudentKind, model_args: ModelArguments):
+    """Load the student; a reranker without a one-logit head gets a fresh one (with a note in the log)."""
+    if not model_args.model_name_or_path:
+        raise ConfigError("--model_name_or_path is required: the student checkpoint to distil into.")
+    kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
+    if model_args.num_hidden_layers is not None:
+        kwargs["num_hidden_layers"] = model_args.num_hidden_layers
+    if model_args.torch_dtype is not None:
+        kwargs["dtype"] = getattr(torch, model_args.torch_dtype)
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if kind == "embedding":
+        return AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
+    # Silence the generic "newly initialized" warning: we say it ourselves, once, in plain words.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, num_labels=1, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
+    fresh += [k for k in info.get("mismatched_keys", [])]
+    if fresh:
+        logger.warning(
+            "%s has no one-logit classification head: added a freshly initialised one (num_labels=1). "
+            "Its scores are random until distillation trains it.",
+            model_args.model_name_or_path,
+        )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _wrap_lora(kind: StudentKind, model, model_args: ModelArguments):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS if kind == "reranker" else TaskType.FEATURE_EXTRACTION,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules,
+    )
+    model = get_peft_model(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA: training %d of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+def _save_student(kind: StudentKind, trainer, tokenizer, model_args: ModelArguments, output_dir: str) -> None:
+    """Save a plain checkpoint. A LoRA adapter is saved, reloaded onto the base weights and merged on the main
+    process, which works the same under DDP, ZeRO-3 (where weights are sharded) and on one CPU."""
+    from peft import PeftModel
+
+    if not isinstance(trainer.model, PeftModel) and not hasattr(trainer.model, "peft_config"):
+        trainer.save_model(output_dir)
+        return
+    adapter_dir = os.path.join(output_dir, "lora_adapter")
+    trainer.save_model(adapter_dir)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        base, _ = _load_student(kind, model_args)
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        merged.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        if kind == "embedding":
+            write_sentence_transformers_config(output_dir, trainer.scorer, trainer.args)
+        logger.info("merged the LoRA adapter into %s (adapter kept in %s)", output_dir, adapter_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _evaluate_all(trainer, eval_datasets: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {
+        name: {k.removeprefix(f"{name}_"): v for k, v in trainer.evaluate(ds, metric_key_prefix=name).items()}
+        for name, ds in eval_datasets.items()
+    }
+
+
+@exit_on_user_error
+def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line and run one distillation; returns the before/after metrics."""
+    parser = HfArgumentParser((ScriptArguments, ModelArguments, DistillationArguments))
+    script_args, model_args, training_args = parse_config(parser, argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not script_args.train_file:
+        raise ConfigError("--train_file is required: teacher-scored data (run recipes/score_teacher.py to make it).")
+
+    # Every data file is read and validated before anything is written.
+    train_dataset = load_ranking_dataset(script_args.train_file, format=script_args.train_format)
+    if script_args.max_train_groups is not None:
+        train_dataset = train_dataset.select(range(min(script_args.max_train_groups, len(train_dataset))))
+    eval_datasets = {Path(f).stem: load_ranking_dataset(f) for f in (script_args.eval_file or [])}
+
+    model, tokenizer = _load_student(kind, model_args)
+    if model_args.use_peft:
+        model = _wrap_lora(kind, model, model_args)
+
+    # Our own push (of the merged student with its card) replaces the Trainer's push at every save.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    trainer_cls = RerankerDistillationTrainer if kind == "reranker" else EmbeddingDistillationTrainer
+    trainer = trainer_cls(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_datasets or None,
+        processing_class=tokenizer,
+    )
+    before = _evaluate_all(trainer, eval_datasets) if script_args.evaluate_before_training else {}
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    after = _evaluate_all(trainer, eval_datasets)
+
+    output_dir = training_args.output_dir
+    _save_student(kind, trainer, tokenizer, model_args, output_dir)
+    report = {
+        "student_kind": kind,
+        "base_model": model_args.model_name_or_path,
+        "num_hidden_layers": model_args.num_hidden_layers,
+        "teacher": script_args.teacher_model_name_or_path,
+        "train_data": script_args.dataset_name or script_args.train_file,
+        "loss": training_args.loss,
+        "loss_options": training_args.loss_options(),
+        "hard_label_weight": training_args.hard_label_weight,
+        "group_size": training_args.group_size,
+        "learning_rate": training_args.learning_rate,
+        "num_train_epochs": training_args.num_train_epochs,
+        "max_steps": training_args.max_steps,
+        "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "metrics_before": before,
+        "metrics_after": after,
+        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv)),
+        "lora": asdict(model_args) if model_args.use_peft else None,
+    }
+    if trainer.args.should_save:
+        with open(os.path.join(output_dir, "distillation_report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        _write_card_and_push(output_dir, report, push_to_hub, training_args)
+    return report
+
+
+def _write_card_and_push(output_dir: str, report: dict[str, Any], push_to_hub: bool, training_args) -> None:
+    try:
+        from .hub import push_student, write_model_card
+    except ImportError:  # hub support not installed in this build
+        return
+    write_model_card(output_dir, report)
+    if push_to_hub:
+        if not training_args.hub_model_id:
+            raise ConfigError("--push_to_hub needs --hub_model_id <user>/<name>.")
+        push_student(output_dir, training_args.hub_model_id, token=training_args.hub_token, private=training_args.hub_private_repo)
