@@ -230,11 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     logger.info("wrote %s: %d rows, %d scored pairs in %.1fs", output, len(groups), num_pairs, seconds)
     if args.push_to_hub:
-        import datasets
+        from hf_distill.hub import HubPushError, push_scored_dataset
 
-        # The token comes from HF_TOKEN or `huggingface-cli login`; it is never printed.
-        datasets.Dataset.from_json(str(output)).push_to_hub(args.hub_dataset_id, private=args.hub_private_repo)
-        logger.info("pushed %s to the Hub dataset %s", output, args.hub_dataset_id)
+        # The token comes from HF_TOKEN or `hf auth login`; it is never printed, not even in an error.
+        try:
+            push_scored_dataset(str(output), args.hub_dataset_id, private=args.hub_private_repo)
+        except HubPushError as error:
+            print(f"score_teacher.py: error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

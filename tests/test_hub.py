@@ -1,0 +1,335 @@
+"""hf_distill.hub: the model card a distillation run writes, and pushes with only the network call replaced."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from hf_distill import hub
+from hf_distill.hub import HubPushError, push_scored_dataset, push_student, write_model_card
+
+TOKEN = "hf_SeCrEtT0kenThatMustNeverBePrinted42"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def report(kind: str = "reranker", **overrides) -> dict:
+    """A report as hf_distill.recipe.run_distillation builds it, with real-looking before/after numbers."""
+    metrics_before = {
+        "eval_in_domain": {"map": 0.6461, "mrr@10": 0.6380, "ndcg@10": 0.7022, "num_queries": 150,
+                           "spearman": 0.5287, "kendall": 0.4008, "teacher_map": 0.9120, "teacher_mrr@10": 0.9105,
+                           "teacher_ndcg@10": 0.9311, "loss": 1.92, "runtime": 3.1},
+        "eval_out_of_domain": {"map": 0.5480, "mrr@10": 0.5391, "ndcg@10": 0.6102, "num_queries": 150,
+                               "spearman": 0.4410, "kendall": 0.3312, "teacher_map": 0.8410,
+                               "teacher_mrr@10": 0.8377, "teacher_ndcg@10": 0.8702},
+    }  # fmt: skip
+    metrics_after = {
+        "eval_in_domain": {**metrics_before["eval_in_domain"], "map": 0.8074, "mrr@10": 0.8012, "ndcg@10": 0.8455,
+                           "spearman": 0.8101, "kendall": 0.6650},
+        "eval_out_of_domain": {**metrics_before["eval_out_of_domain"], "map": 0.6851, "mrr@10": 0.6790,
+                               "ndcg@10": 0.7402, "spearman": 0.7012, "kendall": 0.5511},
+    }  # fmt: skip
+    values = {
+        "student_kind": kind,
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "num_hidden_layers": 2,
+        "teacher": "Qwen/Qwen3-Reranker-8B",
+        "train_data": "someone/manpages-qwen3-scores",
+        "loss": "listnet",
+        "loss_options": {"teacher_temperature": 1.0, "student_temperature": 2.0, "margin": None},
+        "hard_label_weight": 0.0,
+        "group_size": 16,
+        "learning_rate": 5e-5,
+        "num_train_epochs": 3.0,
+        "max_steps": -1,
+        "train_runtime_s": 412.7,
+        "metrics_before": metrics_before,
+        "metrics_after": metrics_after,
+        "command": "reranker.py --config recipes/minilm/quickstart/config_full.yaml --learning_rate 5e-5",
+        "lora": None,
+    }
+    values.update(overrides)
+    return values
+
+
+def http_error(status: int, server_message: str) -> Exception:
+    """The error huggingface_hub raises for a failed request sent with our token."""
+    import httpx2
+    from huggingface_hub.utils import hf_raise_for_status
+
+    url, headers = "https://huggingface.co/api/repos/create", {"authorization": f"Bearer {TOKEN}"}
+    request = httpx2.Request("POST", url, headers=headers)
+    try:
+        hf_raise_for_status(httpx2.Response(status, request=request, json={"error": server_message}))
+    except Exception as error:
+        return error
+    raise AssertionError(f"status {status} raised nothing")
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_reranker_card(tmp_path):
+    card = write_model_card(str(tmp_path), report())
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == card
+    assert front_matter(card) == {
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "text-ranking",
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "tags": ["hf_distill", "distillation", "reranker", "cross-encoder"],
+        "datasets": ["someone/manpages-qwen3-scores"],
+    }
+    assert "`Qwen/Qwen3-Reranker-8B`" in card and "its first 2 transformer layers" in card
+    assert "`listnet` (teacher_temperature=1.0, student_temperature=2.0)" in card
+    assert "3 epochs" in card and "6.9 min" in card
+
+    # One table per eval set: teacher, before, after, change (absolute and relative to before).
+    assert "### eval_in_domain (150 queries)" in card and "### eval_out_of_domain (150 queries)" in card
+    assert "| teacher | 0.9120 | 0.9105 | 0.9311 | — | — |" in card
+    assert "| before distillation | 0.6461 | 0.6380 | 0.7022 | 0.5287 | 0.4008 |" in card
+    assert "| after distillation | 0.8074 | 0.8012 | 0.8455 | 0.8101 | 0.6650 |" in card
+    # MAP: 0.8074 - 0.6461 = +0.1613, relative +0.1613 / 0.6461 = +25.0%.
+    assert "| change | +0.1613 (+25.0%) | +0.1632 (+25.6%) | +0.1433 (+20.4%) |" in card
+    assert "| change | +0.1371 (+25.0%) |" in card  # out of domain: 0.6851 - 0.5480
+
+    assert "```bash\nreranker.py --config recipes/minilm/quickstart/config_full.yaml --learning_rate 5e-5\n```" in card
+    assert f'CrossEncoder("{tmp_path}")' in card and "model.predict(" in card
+    assert "AutoModelForSequenceClassification.from_pretrained" in card
+    assert "SentenceTransformer(" not in card
+    assert "None" not in card
+
+
+def test_embedding_card_uses_the_saved_pooling_and_prompts(tmp_path):
+    (tmp_path / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
+    )  # fmt: skip
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    prompts = {"prompts": {"query": "query: ", "document": "passage: "}}
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps(prompts))
+    card = write_model_card(str(tmp_path), report("embedding"), repo_id="someone/minilm-l2-distilled")
+
+    meta = front_matter(card)
+    assert meta["pipeline_tag"] == "sentence-similarity" and "embedding" in meta["tags"]
+    assert 'SentenceTransformer("someone/minilm-l2-distilled")' in card
+    assert "model.encode_query(" in card and "model.encode_document(" in card and "model.similarity(" in card
+    assert "F.normalize(hidden[:, 0], dim=-1)" in card  # cls pooling, as 1_Pooling says
+    assert """embed(['query: ' + "how do I list""" in card and """['passage: ' + "ls lists""" in card
+    assert "CrossEncoder" not in card
+    assert card.count("| change |") == 2
+
+
+def test_card_without_teacher_eval_sets_or_hub_ids_renders_cleanly(tmp_path):
+    local_data = tmp_path / "train.jsonl"
+    local_data.write_text("{}\n")
+    minimal = report(
+        teacher=None,
+        base_model=str(tmp_path),  # a local checkpoint: not valid Hub metadata
+        train_data=str(local_data),
+        metrics_before={},
+        metrics_after={},
+        train_runtime_s=None,
+        num_hidden_layers=None,
+        loss_options={},
+        command=None,
+    )
+    card = write_model_card(str(tmp_path), minimal)
+    meta = front_matter(card)
+    assert "base_model" not in meta and "datasets" not in meta
+    assert "None" not in card and "null" not in card
+    assert "Teacher | not recorded" in card
+    assert "No evaluation set was given" in card
+    assert "The command was not recorded." in card
+
+
+def test_card_without_before_metrics_and_with_lora(tmp_path):
+    after_only = report(
+        metrics_before={},
+        lora={"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "lora_target_modules": ["query", "value"]},
+        max_steps=200,
+    )
+    card = write_model_card(str(tmp_path), after_only)
+    assert "| change |" not in card and "| before distillation |" not in card
+    assert "| after distillation | 0.8074 |" in card
+    assert "r=8, alpha=16, dropout=0.05, modules query, value" in card
+    assert "200 steps" in card
+
+
+@pytest.fixture
+def student_dir(tmp_path):
+    """A finished run's output dir: student, report, a LoRA adapter and a Trainer checkpoint."""
+    out = tmp_path / "out"
+    files = {
+        "config.json": "{}",
+        "model.safetensors": "weights",
+        "tokenizer.json": "{}",
+        "training_args.bin": "pickle",
+        "distillation_report.json": json.dumps(report()),
+        "lora_adapter/adapter_model.safetensors": "adapter",
+        "checkpoint-500/optimizer.pt": "state",
+        "checkpoint-500/model.safetensors": "weights",
+    }
+    for name, content in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(content)
+    return out
+
+
+def snapshot(folder: Path, skip: str = "README.md") -> dict[str, bytes]:
+    files = [p for p in folder.rglob("*") if p.is_file() and p.name != skip]
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """Replace the two network calls of HfApi with recorders; set `fail` to make the upload raise."""
+    from huggingface_hub import HfApi
+
+    calls = SimpleNamespace(create_repo=[], upload=[], fail=None)
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.create_repo.append({"repo_id": repo_id, **kwargs})
+
+    def upload(self, **kwargs):
+        calls.upload.append(kwargs)
+        if calls.fail is not None:
+            raise calls.fail
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload)
+    monkeypatch.setattr(HfApi, "upload_file", upload)
+    return calls
+
+
+def uploaded_files(call: dict) -> set[str]:
+    """What upload_folder would send: the folder's files, filtered by huggingface_hub with the patterns given."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    folder = Path(call["folder_path"])
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    return set(filter_repo_objects(files, ignore_patterns=call["ignore_patterns"]))
+
+
+def test_push_student_uploads_all_but_checkpoints(student_dir, hub_calls, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    url = push_student(str(student_dir), "someone/minilm-reranker", token=TOKEN, private=True)
+
+    assert url == "https://huggingface.co/someone/minilm-reranker/commit/abc123"
+    assert hub_calls.create_repo == [
+        {"repo_id": "someone/minilm-reranker", "token": TOKEN, "private": True, "exist_ok": True}
+    ]
+    (call,) = hub_calls.upload
+    assert call["repo_id"] == "someone/minilm-reranker" and call["token"] == TOKEN
+    assert uploaded_files(call) == {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training_args.bin",
+        "distillation_report.json",
+        "lora_adapter/adapter_model.safetensors",
+    }
+    assert set(hub.student_files(str(student_dir))) == uploaded_files(call)
+    # The card was written from the report, loading the repo it is pushed to.
+    assert 'CrossEncoder("someone/minilm-reranker")' in (student_dir / "README.md").read_text()
+    captured = capsys.readouterr()
+    assert TOKEN not in caplog.text + captured.out + captured.err
+
+
+@pytest.mark.parametrize("token_from", ["argument", "HF_TOKEN"])
+def test_failed_push_hides_the_token_and_keeps_the_files(
+    student_dir, hub_calls, caplog, capsys, monkeypatch, token_from
+):
+    if token_from == "HF_TOKEN":
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG)
+    before = snapshot(student_dir)
+    # Worst case: the server echoes the Authorization header back in its error.
+    hub_calls.fail = http_error(401, f"Invalid credentials in Authorization header Bearer {TOKEN}")
+    with pytest.raises(HubPushError) as info:
+        push_student(str(student_dir), "someone/minilm-reranker", token=TOKEN if token_from == "argument" else None)
+
+    message = str(info.value)
+    assert TOKEN not in message and "Bearer ***" in message
+    assert "401 Unauthorized" in message and "someone/minilm-reranker" in message and "unchanged" in message
+    assert "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained error to print
+    assert snapshot(student_dir) == before
+    captured = capsys.readouterr()
+    assert TOKEN not in caplog.text + captured.out + captured.err
+
+
+def test_push_offline_is_one_clear_error(student_dir, monkeypatch):
+    """No mock at all: with HF_HUB_OFFLINE=1 (conftest) the Hub cannot be reached."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    before = snapshot(student_dir)
+    with pytest.raises(HubPushError, match="offline mode is enabled"):
+        push_student(str(student_dir), "someone/minilm-reranker", token=TOKEN)
+    assert snapshot(student_dir) == before
+
+
+def test_recipe_writes_the_card_and_pushes(student_dir, hub_calls):
+    """The path hf_distill.recipe.run_distillation takes after saving the student."""
+    from hf_distill.recipe import _write_card_and_push
+
+    args = SimpleNamespace(hub_model_id="someone/minilm-reranker", hub_token=TOKEN, hub_private_repo=False)
+    (student_dir / "README.md").unlink(missing_ok=True)
+    _write_card_and_push(str(student_dir), report(), True, args)
+    assert "## Evaluation" in (student_dir / "README.md").read_text()
+    assert hub_calls.create_repo[0]["private"] is False and hub_calls.upload[0]["token"] == TOKEN
+
+
+def test_push_scored_dataset(tmp_path, hub_calls):
+    scored = tmp_path / "train_scored.jsonl"
+    scored.write_text(json.dumps({"query": "q", "passages": ["a"], "scores": [1.5]}) + "\n")
+    url = push_scored_dataset(str(scored), "someone/manpages-scores", token=TOKEN, private=True)
+    assert url.startswith("https://huggingface.co/someone/manpages-scores/commit/")
+    assert hub_calls.create_repo == [
+        {
+            "repo_id": "someone/manpages-scores",
+            "token": TOKEN,
+            "private": True,
+            "repo_type": "dataset",
+            "exist_ok": True,
+        }
+    ]
+    (call,) = hub_calls.upload
+    assert call["path_or_fileobj"] == str(scored) and call["path_in_repo"] == "train_scored.jsonl"
+    assert call["repo_type"] == "dataset"
+
+
+def test_score_teacher_push_failure_exits_2_without_traceback(tmp_path, hub_calls, capsys, tiny_reranker, tokenizer):
+    """recipes/score_teacher.py --push_to_hub goes through push_scored_dataset; a failed push is one line."""
+    teacher = tmp_path / "teacher"
+    tiny_reranker.save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"query": "list files", "positive": ["ls lists files"], "negative": ["cp copies"]}))
+    spec = importlib.util.spec_from_file_location("score_teacher_recipe", REPO / "recipes" / "score_teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+    hub_calls.fail = http_error(403, "You don't have the rights to create a dataset under the namespace someone")
+    output = tmp_path / "scored.jsonl"
+    argv = ["--teacher_model_name_or_path", str(teacher), "--teacher_type", "cross_encoder", "--input_file",
+            str(rows), "--output_file", str(output), "--push_to_hub", "--hub_dataset_id", "someone/scores"]  # fmt: skip
+    assert module.main(argv) == 2
+    assert hub_calls.create_repo[0]["repo_type"] == "dataset"
+    assert hub_calls.upload[0]["path_or_fileobj"] == str(output)
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "error" in line.lower()]  # progress bars aside
+    assert line.startswith("score_teacher.py: error: pushing") and "403 Forbidden" in line and "Traceback" not in err
+    assert output.exists()  # the scores are kept
