@@ -18,6 +18,23 @@ def minilm_path() -> str:
     return gt.get_model_path()
 
 
+@pytest.fixture
+def one_thread():
+    """Small matmuls run fastest on one thread, and on a busy machine idle OpenMP threads spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> str:
+    """A tiny random Qwen3 causal LM with a Qwen3-style tokenizer, built once (see ``tiny_models``)."""
+    from tiny_models import build_tiny_qwen3_reranker
+
+    return build_tiny_qwen3_reranker(tmp_path_factory.mktemp("qwen3"))
+
+
 @pytest.fixture(scope="session")
 def tokenizer(minilm_path):
     from transformers import AutoTokenizer
@@ -39,6 +56,18 @@ def tiny_bert_config(tokenizer, **overrides):
     )
     values.update(overrides)
     return BertConfig(**values)
+
+
+def save_tiny_checkpoint(tokenizer, path, kind: str = "reranker", seed: int = 0) -> str:
+    """Save a tiny BERT (``reranker``: one-logit sequence classifier, ``encoder``: bare ``AutoModel``) with the
+    MiniLM tokenizer under ``path``, as a user's checkpoint directory; returns the path."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    model_class = AutoModelForSequenceClassification if kind == "reranker" else AutoModel
+    torch.manual_seed(seed)
+    model_class.from_config(tiny_bert_config(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_groups, tiny_bert_config
+from conftest import make_groups, save_tiny_checkpoint
 from hf_distill.metrics import compute_ranking_metrics, ranking_metrics
 from hf_distill.trainer import write_sentence_transformers_config
 
@@ -44,18 +44,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tokenizer):
     """A tiny cross-encoder, a tiny bi-encoder saved as the embedding recipe saves it, two teacher-scored files."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
     root = tmp_path_factory.mktemp("evaluate")
-    torch.manual_seed(1)
-    reranker = root / "tiny-reranker"
-    AutoModelForSequenceClassification.from_config(tiny_bert_config(tokenizer)).save_pretrained(reranker)
-    tokenizer.save_pretrained(reranker)
-
-    torch.manual_seed(2)
-    bi_encoder = root / "tiny-bi-encoder"
-    AutoModel.from_config(tiny_bert_config(tokenizer)).save_pretrained(bi_encoder)
-    tokenizer.save_pretrained(bi_encoder)
+    reranker = Path(save_tiny_checkpoint(tokenizer, root / "tiny-reranker", "reranker", seed=1))
+    bi_encoder = Path(save_tiny_checkpoint(tokenizer, root / "tiny-bi-encoder", "encoder", seed=2))
     scorer = SimpleNamespace(pooling="mean", normalize=True, similarity="cosine")
     recipe_args = SimpleNamespace(max_length=64, query_prefix="", passage_prefix="")
     write_sentence_transformers_config(str(bi_encoder), scorer, recipe_args)
