@@ -56,6 +56,7 @@ __all__ = [
     "mse",
     "ranknet",
     "register_loss",
+    "teacher_score_spread",
 ]
 
 LossFn = Callable[..., Tensor]
@@ -485,6 +486,29 @@ def hard_label_cross_entropy(
     n_relevant = relevant.sum(dim=-1)
     per_group = -torch.where(relevant, log_probs, 0.0).sum(dim=-1) / n_relevant.clamp(min=1)
     return _masked_mean(per_group, n_relevant > 0)
+
+
+def teacher_score_spread(score_lists, max_groups: int = 10000) -> float:
+    """Mean per-query standard deviation of teacher scores: the scale-free ``teacher_temperature="auto"``.
+
+    Dividing teacher scores by their typical within-query spread gives every teacher the same softness: a
+    bi-encoder's cosines (spread ~0.15) and a reranker's logits (spread ~3 for Qwen3-Reranker) both become
+    logits with a per-query standard deviation of about 1. The spread is averaged over queries (not taken per
+    query), so a query the teacher is unsure about keeps its flatter distribution. Uses the first
+    ``max_groups`` groups with two or more scores; returns 1.0 when there are none or all scores tie.
+
+    Example:
+        >>> round(teacher_score_spread([[0.9, 0.7, 0.5], [0.2, 0.2]]), 4)  # stds 0.1633 and 0.0
+        0.0816
+    """
+    spreads = []
+    for scores in score_lists:
+        if scores is not None and len(scores) >= 2:
+            spreads.append(torch.as_tensor(list(scores), dtype=torch.float64).std(unbiased=False).item())
+            if len(spreads) >= max_groups:
+                break
+    spread = sum(spreads) / len(spreads) if spreads else 0.0
+    return spread if math.isfinite(spread) and spread > 0 else 1.0
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .collators import BiEncoderCollator, CrossEncoderCollator
-from .losses import DistillationLoss, get_loss
+from .losses import DistillationLoss, get_loss, teacher_score_spread
 from .metrics import compute_ranking_metrics
 from .students import BiEncoderScorer, CrossEncoderScorer, sentence_transformers_pooling
 
@@ -45,11 +45,22 @@ class DistillationArguments(TrainingArguments):
             "practice's top_k x num_negatives pairs), kl, ranknet, listnet, or your own @register_loss name."
         },
     )
-    teacher_temperature: float = field(
-        default=1.0, metadata={"help": "Teacher softmax temperature of listwise losses (kl, listnet)."}
+    teacher_temperature: str = field(
+        default="auto",
+        metadata={
+            "help": "Teacher softmax temperature of listwise losses (kl, listnet): a number, or auto = the mean "
+            "per-query standard deviation of the training teacher scores, so cosine (spread ~0.15) and logit "
+            "(spread ~3) teachers get the same softness (see BENCHMARKS.md)."
+        },
     )
-    student_temperature: float = field(
-        default=1.0, metadata={"help": "Student softmax temperature of listwise losses (kl, listnet)."}
+    student_temperature: str = field(
+        default="auto",
+        metadata={
+            "help": "Student softmax temperature of listwise losses (kl, listnet): a number, or auto = 1 for "
+            "logit students (rerankers) and 0.05 for cosine bi-encoders, whose scores live in [-1, 1] (the "
+            "scale 20 of sentence-transformers' MultipleNegativesRankingLoss). The saved student's scores are "
+            "unchanged: the temperature only enters the loss."
+        },
     )
     margin_top_k: int = field(
         default=8, metadata={"help": "margin_mse_triplets: the teacher's top_k candidates act as positives."}
@@ -103,6 +114,13 @@ class DistillationArguments(TrainingArguments):
     query_prefix: str = field(default="", metadata={"help": "Text prepended to queries (bi-encoder), e.g. an instruction."})
     passage_prefix: str = field(default="", metadata={"help": "Text prepended to passages (bi-encoder)."})
     # --- Trainer defaults that distillation needs -------------------------------------------------------------------
+    learning_rate: float = field(
+        default=3e-4,
+        metadata={
+            "help": "Peak learning rate (AdamW). 3e-4, not the Trainer's 5e-5: a layer-cut student with a fresh "
+            "ranking head learns little in one epoch at 5e-5 (BENCHMARKS.md, ablation)."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the query/passages/scores columns."}
     )
@@ -114,8 +132,9 @@ class DistillationArguments(TrainingArguments):
     def loss_options(self) -> dict[str, Any]:
         """The options of ``self.loss`` that its function accepts, taken from the fields above and ``loss_kwargs``."""
         candidates = {
-            "teacher_temperature": self.teacher_temperature,
-            "student_temperature": self.student_temperature,
+            # "auto" is resolved by the trainer (from the training scores / the student type).
+            "teacher_temperature": _temperature("teacher_temperature", self.teacher_temperature),
+            "student_temperature": _temperature("student_temperature", self.student_temperature),
             "top_k": self.margin_top_k,
             "num_negatives": self.margin_num_negatives,
         }
@@ -130,6 +149,16 @@ class DistillationArguments(TrainingArguments):
                 raise ValueError("--loss_kwargs must be a JSON object. Fix: pass an object like '{\"a\": 1}'.")
             options.update(extra)
         return options
+
+
+def _temperature(name: str, value: Any) -> float | str:
+    """A temperature option as a float, or "auto"."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} must be a positive number or 'auto', got {value!r}.") from None
 
 
 class DistillationTrainer(Trainer):
@@ -164,11 +193,22 @@ class DistillationTrainer(Trainer):
             raise TypeError("args must be DistillationArguments (hf_distill.trainer.DistillationArguments).")
         if processing_class is None and data_collator is None:
             raise ValueError("pass processing_class=<the student's tokenizer> so the trainer can build its collator.")
+        loss_options = args.loss_options()
+        if loss_fn is None and loss_options.get("teacher_temperature") == "auto":
+            scored = train_dataset if train_dataset is not None else eval_dataset
+            if isinstance(scored, dict):
+                scored = next(iter(scored.values()), None)
+            has_scores = scored is not None and "scores" in getattr(scored, "column_names", ())
+            spread = teacher_score_spread(scored["scores"]) if has_scores else 1.0  # no scores: fails below
+            loss_options["teacher_temperature"] = spread
+            logger.info("teacher_temperature auto = %.4g (mean per-query std of the teacher scores)", spread)
+        if loss_fn is None and loss_options.get("student_temperature") == "auto":
+            loss_options["student_temperature"] = self.auto_student_temperature(args)
         self.loss_fn = loss_fn or DistillationLoss(
             args.loss,
             hard_label_weight=args.hard_label_weight,
             hard_label_temperature=args.hard_label_temperature,
-            **args.loss_options(),
+            **loss_options,
         )
         if self.scorer is None:
             self.scorer = self.build_scorer(args, model)
@@ -203,6 +243,10 @@ class DistillationTrainer(Trainer):
         self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded since the last log
 
     # -- hooks for subclasses -----------------------------------------------------------------------------------------
+    def auto_student_temperature(self, args: DistillationArguments) -> float:
+        """``student_temperature="auto"``: 1 for students that output logits."""
+        return 1.0
+
     def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
         raise NotImplementedError
 
@@ -374,6 +418,10 @@ class EmbeddingDistillationTrainer(DistillationTrainer):
     Saved checkpoints also carry the sentence-transformers module files (``modules.json``, ``1_Pooling``,
     ``2_Normalize``), so ``SentenceTransformer(output_dir)`` gives the embeddings the student was trained with.
     """
+
+    def auto_student_temperature(self, args: DistillationArguments) -> float:
+        """``student_temperature="auto"``: 0.05 for cosine scores (in [-1, 1]), else 1."""
+        return 0.05 if args.similarity == "cosine" and args.similarity_scale == 1.0 else 1.0
 
     def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
         pooling = args.pooling

@@ -427,3 +427,13 @@ def test_ranknet_equals_sentence_transformers_rank_net_with_natural_log(cross_en
     # ST's default log2 reduction is the same loss divided by ln 2.
     st_binary = RankNetLoss(model)([queries, docs], labels)
     assert ours.item() / math.log(2) == pytest.approx(st_binary.item(), rel=1e-6)
+
+
+def test_teacher_score_spread_is_the_mean_per_query_std():
+    from hf_distill.losses import teacher_score_spread
+
+    # stds 0.1633 (first query) and 0 (a tie), averaged; single-candidate groups carry no spread.
+    assert teacher_score_spread([[0.9, 0.7, 0.5], [0.2, 0.2], [1.0]]) == pytest.approx(0.0816497, rel=1e-5)
+    # Scale-free: a logit teacher 20x wider gets a 20x larger temperature, hence the same targets.
+    assert teacher_score_spread([[18.0, 14.0, 10.0]]) == pytest.approx(20 * teacher_score_spread([[0.9, 0.7, 0.5]]))
+    assert teacher_score_spread([]) == 1.0 and teacher_score_spread([[3.0, 3.0]]) == 1.0  # nothing to measure

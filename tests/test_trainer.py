@@ -177,3 +177,39 @@ def test_wrong_dataset_columns_name_the_fix(tmp_path, tokenizer, tiny_reranker):
 def test_unknown_loss_lists_the_registered_ones(tmp_path, tokenizer, tiny_reranker):
     with pytest.raises((KeyError, ValueError), match="listnet"):
         RerankerDistillationTrainer(model=tiny_reranker, args=_args(tmp_path, loss="nope"), processing_class=tokenizer)
+
+
+def test_auto_teacher_temperature_is_measured_on_the_training_scores(tmp_path, tokenizer, tiny_reranker):
+    from hf_distill.losses import teacher_score_spread
+
+    groups = make_groups(num_queries=8, num_candidates=6, seed=3)
+    for group in groups:  # a cosine-like teacher: scores in [-1, 1]
+        group["scores"] = [s / 10 for s in group["scores"]]
+    data = datasets.Dataset.from_list(groups)
+    args = _args(tmp_path, loss="listnet", teacher_temperature="auto")
+    trainer = RerankerDistillationTrainer(model=tiny_reranker, args=args, train_dataset=data, processing_class=tokenizer)
+    expected = teacher_score_spread([g["scores"] for g in groups])
+    assert trainer.loss_fn.options["teacher_temperature"] == pytest.approx(expected)
+    # A number is used as given, whether it comes as a float or as a command-line string.
+    assert _args(tmp_path, teacher_temperature="0.5").loss_options()["teacher_temperature"] == 0.5
+    with pytest.raises(ValueError, match="teacher_temperature"):
+        _args(tmp_path, teacher_temperature="warm").loss_options()
+
+
+def test_auto_student_temperature_suits_the_student_scores(tmp_path, tokenizer, tiny_reranker, tiny_encoder):
+    data = datasets.Dataset.from_list(make_groups(num_queries=4, num_candidates=4, seed=5))
+    reranker = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, loss="listnet"), train_dataset=data, processing_class=tokenizer
+    )
+    assert reranker.loss_fn.options["student_temperature"] == 1.0  # logits: unbounded
+    embedding = EmbeddingDistillationTrainer(
+        model=tiny_encoder, args=_args(tmp_path, loss="kl"), train_dataset=data, processing_class=tokenizer
+    )
+    assert embedding.loss_fn.options["student_temperature"] == 0.05  # cosines in [-1, 1]
+    scaled = EmbeddingDistillationTrainer(
+        model=tiny_encoder,
+        args=_args(tmp_path, loss="kl", similarity_scale=20.0),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert scaled.loss_fn.options["student_temperature"] == 1.0  # the scale already spreads them
