@@ -52,6 +52,7 @@ STAGES = {
         ]),
         ("learning rate", [
             ("lr 3e-4", {"learning_rate": 3e-4}),
+            ("lr 1e-3", {"learning_rate": 1e-3}),
         ]),
         ("group size", [
             ("group_size 8", {"group_size": 8}),
@@ -102,13 +103,41 @@ def run_one(kind: str, config: dict, files: dict[str, str], output_dir: Path) ->
     return {"wall_s": timing["wall_s"], "train_runtime_s": report["train_runtime_s"], "metrics": metrics}
 
 
+def markdown_table(results: list[dict]) -> str:
+    """One row per run: what changed, the full configuration and MAP / MRR@10 / NDCG@10 on both eval splits."""
+    lines = [
+        "| student | stage | run | loss | T_t | lr | group | hard | MAP in | MRR@10 in | NDCG@10 in | MAP ood | "
+        "MRR@10 ood | NDCG@10 ood | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c, m = r["config"], r["metrics"]
+        splits, keys = ("eval_in_domain", "eval_out_of_domain"), ("map", "mrr@10", "ndcg@10")
+        cells = " | ".join(f"{m[split][k]:.4f}" for split in splits for k in keys)
+        lines.append(
+            f"| {r['student']} | {r['stage']} | {r['name']} | {c['loss']} | {c['teacher_temperature']} | "
+            f"{c['learning_rate']:g} | {c['group_size']} | {c['hard_label_weight']} | {cells} | {r['wall_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="/tmp/hf_distill_ablation")
     parser.add_argument("--cache_dir", default="/tmp/hf_distill_bench_cache", help="teacher-scored data")
     parser.add_argument("--students", nargs="+", default=["reranker", "embedding"], choices=["reranker", "embedding"])
+    parser.add_argument(
+        "--report", nargs="*", default=None, help="only print the markdown table of these output dirs' ablation.json"
+    )
     parser.add_argument("--base", default=None, help="JSON object of overrides of the starting configuration")
+    parser.add_argument(
+        "--rows", nargs="*", default=None, help="run only the rows with these names (e.g. to split the work between "
+        "processes, each with its own --output_dir); rows already in ablation.json are always reported"
+    )
     args = parser.parse_args()
+    if args.report is not None:
+        print(markdown_table([r for d in args.report for r in load_json(Path(d) / "ablation.json", [])]))
+        return
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files = prepare_data(args.cache_dir)
@@ -125,6 +154,8 @@ def main() -> None:
             for name, overrides in rows:
                 config = {**best, **overrides}
                 done = next((r for r in results if r["student"] == kind and r["config"] == config), None)
+                if done is None and args.rows is not None and name not in args.rows:
+                    continue
                 if done is None:
                     print(f"[{kind}] {stage}: {name} ...", flush=True)
                     outcome = run_one(kind, config, files, output_dir)

@@ -332,10 +332,12 @@ LABELS = {
 def markdown(results: dict, summary: dict, goal_rows) -> str:
     refs = results["references"]
     lines = [
-        f"Measured {results['date']} on {results['machine']}; {results['repeats']} interleaved repeats"
+        f"Measured {results['date']} on {results['machine']}; "
+        f"{max((s['repeats'] for s in summary.values()), default=0)} repeat(s), interleaved"
         f"{' (QUICK smoke run)' if results['quick'] else ''}. "
         f"Train: {results['train_groups']} queries x 16 candidates; "
-        f"eval: {results.get('eval_groups', 150)} queries each. Wall = whole process (imports, data, model load, 1 epoch, save).",
+        f"eval: {results.get('eval_groups', 150)} queries each. "
+        "Wall = whole process (imports, data, model load, 1 epoch, save).",
         "",
         "| pipeline | loss | wall s/epoch min | median | CPU s median | student forwards | real tokens | "
         "peak RSS MiB | "
@@ -462,7 +464,10 @@ def main() -> None:
         results = {"runs": {}, "counts": {}, "metrics": {}, "references": {}, "quick": args.quick}
     results.update(
         date=time.strftime("%Y-%m-%d"),
-        machine=f"{os.cpu_count()} CPU cores (shared), torch {__import__('torch').__version__}, CPU fp32",
+        machine=(
+            f"{os.cpu_count()} CPU cores (shared), torch {__import__('torch').__version__}, CPU fp32, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+        ),
         repeats=args.repeats,
         train_groups=len(read_rows(files["train"])),
         eval_groups=len(read_rows(files["eval_in_domain"])),
