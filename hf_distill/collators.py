@@ -33,6 +33,8 @@ from typing import Any, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .prompts import Qwen3RerankerPrompt
+
 
 @dataclass
 class CandidateSampler:
@@ -118,6 +120,8 @@ def split_by_length(lengths: Sequence[int], max_tokens: int, overhead_tokens: in
 class _RankingCollator:
     """Shared plumbing: candidate sampling, teacher/label/mask matrices, dedup, length-sorted micro-batches."""
 
+    padding_side: str | None = None  # None: the tokenizer's
+
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
@@ -193,7 +197,8 @@ class _RankingCollator:
         cursor = 0
         padded_tokens = 0
         for chunk in chunks:
-            micro_batches.append(_pad([encodings[i] for i in chunk], self.tokenizer.pad_token_id, self.tokenizer.padding_side))
+            padding_side = self.padding_side or self.tokenizer.padding_side
+            micro_batches.append(_pad([encodings[i] for i in chunk], self.tokenizer.pad_token_id, padding_side))
             padded_tokens += len(chunk) * max(lengths[i] for i in chunk)
             for i in chunk:
                 new_position[i] = cursor
@@ -280,3 +285,33 @@ class BiEncoderCollator(_RankingCollator):
 
     def _index_outputs(self, query_slots: list[int], slot_index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"query_index": torch.tensor(query_slots, dtype=torch.long), "passage_index": slot_index}
+
+
+class Qwen3RerankerCollator(CrossEncoderCollator):
+    """Collate groups for a causal-LM yes/no student: each unique pair becomes a Qwen3-Reranker prompt.
+
+    Prompts are built by :class:`hf_distill.prompts.Qwen3RerankerPrompt`, the code the Qwen3-Reranker teacher
+    uses, so student and teacher read the same token ids: ``prefix + instruction/query/document + suffix``, only
+    the document's tail cut to fit ``max_length``. Micro-batches are padded on the left (the last column is every
+    prompt's answer slot) and carry ``position_ids`` that count real tokens only, as the teacher's do.
+
+    Args:
+        instruction: the ``<Instruct>`` line; the model card's web-search task when ``None``. Use the teacher's.
+        Other arguments as :class:`CrossEncoderCollator`; ``max_length`` bounds the whole prompt.
+    """
+
+    padding_side = "left"
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, *args: Any, instruction: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(tokenizer, *args, pair_encoder=self._encode_prompts, **kwargs)
+        self.prompt = Qwen3RerankerPrompt(tokenizer, instruction, max_length=self.max_length)
+
+    def _encode_prompts(self, queries: list[str], passages: list[str]) -> list[dict[str, list[int]]]:
+        encoded = self.prompt.encode(list(zip(queries, passages)))
+        # Left padding adds position 0 in front of these, as Qwen3RerankerPrompt.pad's clamped cumsum does.
+        return [
+            {"input_ids": ids, "attention_mask": [1] * len(ids), "position_ids": list(range(len(ids)))}
+            for ids in encoded
+        ]

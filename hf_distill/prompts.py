@@ -24,6 +24,8 @@ Qwen3-Embedding prefixes *queries only* with ``"Instruct: {task}\\nQuery:{query}
 
 from __future__ import annotations
 
+import json
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,3 +151,42 @@ class Qwen3RerankerPrompt:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
+
+
+def qwen3_reranker_chat_template(instruction: str | None = None) -> str:
+    """A chat template that renders a ``query``/``document`` message pair as the Qwen3-Reranker prompt.
+
+    Saved with a causal-LM reranker student, it lets ``sentence_transformers.CrossEncoder(path)`` (v6+: a
+    ``*ForCausalLM`` checkpoint loads as ``Transformer`` + ``LogitScore(yes, no)``, and pairs become ``query`` and
+    ``document`` messages) build the same token ids as :class:`Qwen3RerankerPrompt` and give the same score.
+    ``CrossEncoder.predict(pairs, prompt=...)`` arrives as a ``system`` message and replaces ``instruction``.
+    Conversations without that pair render as plain ChatML. Prompts longer than the model's ``max_seq_length``
+    are cut differently (sentence-transformers cuts the rendered prompt's end and writes the suffix back; this
+    module cuts the document), so scores agree for prompts that fit.
+    """
+    instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
+    literal = json.dumps  # a Jinja string literal: JSON's escapes are Python's
+    fields = {
+        "instruction": f"(system[0] if system else {literal(instruction)})",
+        "query": "query[0]",
+        "doc": "document[0]",
+    }
+    # The content line comes from QWEN3_RERANKER_CONTENT itself, so the two cannot drift apart.
+    content = " ~ ".join(
+        part
+        for text, name, _, _ in string.Formatter().parse(QWEN3_RERANKER_CONTENT)
+        for part in ([literal(text)] if text else []) + ([fields[name]] if name else [])
+    )
+    return (
+        '{%- set query = messages | selectattr("role", "eq", "query") | map(attribute="content") | list -%}\n'
+        '{%- set document = messages | selectattr("role", "eq", "document") | map(attribute="content") | list -%}\n'
+        '{%- set system = messages | selectattr("role", "eq", "system") | map(attribute="content") | list -%}\n'
+        "{%- if query and document -%}\n"
+        f"{{{{- {literal(QWEN3_RERANKER_PREFIX)} ~ {content} ~ {literal(QWEN3_RERANKER_SUFFIX)} -}}}}\n"
+        "{%- else -%}\n"
+        "{%- for message in messages -%}\n"
+        '{{- "<|im_start|>" ~ message.role ~ "\\n" ~ message.content ~ "<|im_end|>\\n" -}}\n'
+        "{%- endfor -%}\n"
+        '{%- if add_generation_prompt -%}{{- "<|im_start|>assistant\\n" -}}{%- endif -%}\n'
+        "{%- endif -%}\n"
+    )

@@ -13,6 +13,7 @@ Kept here, not in the scripts, so both recipes (and the tests) share one tested 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,11 +24,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    HfArgumentParser,
+)
 from transformers.utils import logging as hf_logging
 
 from .cli import ConfigError, exit_on_user_error, parse_config
 from .data import load_ranking_dataset
+from .students import STUDENT_TYPES, is_causal_lm
 from .trainer import (
     DistillationArguments,
     EmbeddingDistillationTrainer,
@@ -90,13 +99,19 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Module names that get adapters (default: peft's choice for the architecture; "
-                  "'all-linear' for every linear layer)."},
+        metadata={"help": "Module names that get adapters (default: every attention and MLP projection of a "
+                  "decoder (q/k/v/o/gate/up/down_proj), else peft's choice for the architecture; 'all-linear' for "
+                  "every linear layer)."},
     )
 
 
-def _load_student(kind: StudentKind, model_args: ModelArguments):
-    """Load the student; a reranker without a one-logit head gets a fresh one (with a note in the log)."""
+def _load_student(kind: StudentKind, model_args: ModelArguments, student_type: str = "auto"):
+    """Load the student; a reranker without a one-logit head gets a fresh one (with a note in the log).
+
+    A reranker whose checkpoint is a ``*ForCausalLM`` (Qwen3-Reranker, Qwen3) loads as that causal LM and is
+    trained as a yes/no reranker (``student_type`` auto or causal_lm); ``student_type=cross_encoder`` gives it a
+    sequence-classification head instead.
+    """
     if not model_args.model_name_or_path:
         raise ConfigError("--model_name_or_path is required: the student checkpoint to distil into.")
     kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
@@ -111,6 +126,8 @@ def _load_student(kind: StudentKind, model_args: ModelArguments):
         tokenizer.pad_token = tokenizer.eos_token
     if kind == "embedding":
         return AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
+    if _loads_as_causal_lm(model_args, student_type):
+        return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
     # Silence the generic "newly initialized" warning: we say it ourselves, once, in plain words.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -133,15 +150,37 @@ def _load_student(kind: StudentKind, model_args: ModelArguments):
     return model, tokenizer
 
 
+def _loads_as_causal_lm(model_args: ModelArguments, student_type: str) -> bool:
+    if student_type not in STUDENT_TYPES:
+        raise ConfigError(f"--student_type must be one of {STUDENT_TYPES}, got {student_type!r}.")
+    if student_type != "auto":
+        return student_type == "causal_lm"
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
+    return any(name.endswith("ForCausalLM") for name in config.architectures or [])
+
+
+# Attention and MLP projections of Qwen3 / Llama / Mistral decoders: LoRA on all of them is what LLM rerankers
+# and embedders are fine-tuned with (peft's own default for these models is q_proj and v_proj only).
+DECODER_LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 def _wrap_lora(kind: StudentKind, model, model_args: ModelArguments):
     from peft import LoraConfig, TaskType, get_peft_model
 
+    target_modules = model_args.lora_target_modules
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    if target_modules is None and set(DECODER_LORA_TARGET_MODULES) <= module_names:
+        target_modules = DECODER_LORA_TARGET_MODULES
+    if is_causal_lm(model):
+        task_type = TaskType.CAUSAL_LM  # lm_head stays frozen: only its yes/no rows are read
+    else:
+        task_type = TaskType.SEQ_CLS if kind == "reranker" else TaskType.FEATURE_EXTRACTION
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS if kind == "reranker" else TaskType.FEATURE_EXTRACTION,
+        task_type=task_type,
         r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules,
+        target_modules=target_modules,
     )
     model = get_peft_model(model, config)
     trainable, total = model.get_nb_trainable_parameters()
@@ -161,14 +200,30 @@ def _save_student(kind: StudentKind, trainer, tokenizer, model_args: ModelArgume
     trainer.save_model(adapter_dir)
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
-        base, _ = _load_student(kind, model_args)
-        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-        merged.save_pretrained(output_dir)
+        with _without_zero3_partitioning():
+            base, _ = _load_student(kind, model_args, trainer.args.student_type)
+            merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+            merged.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         if kind == "embedding":
             write_sentence_transformers_config(output_dir, trainer.scorer, trainer.args)
         logger.info("merged the LoRA adapter into %s (adapter kept in %s)", output_dir, adapter_dir)
     trainer.accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def _without_zero3_partitioning():
+    """``from_pretrained`` of whole tensors in one process while a ZeRO-3 run is on. Under ZeRO-3 (with
+    ``zero3_init_flag``) transformers loads into ``deepspeed.zero.Init``, which partitions every tensor across all
+    ranks and waits for them: the main process merging a LoRA adapter alone would hang there."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    previous = hf_deepspeed._hf_deepspeed_config_weak_ref  # no public getter; set/unset are public
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = previous
 
 
 def _evaluate_all(trainer, eval_datasets: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -193,7 +248,7 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         train_dataset = train_dataset.select(range(min(script_args.max_train_groups, len(train_dataset))))
     eval_datasets = {Path(f).stem: load_ranking_dataset(f) for f in (script_args.eval_file or [])}
 
-    model, tokenizer = _load_student(kind, model_args)
+    model, tokenizer = _load_student(kind, model_args, training_args.student_type)
     if model_args.use_peft:
         model = _wrap_lora(kind, model, model_args)
 
@@ -236,6 +291,8 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         with open(os.path.join(output_dir, "distillation_report.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
         _write_card_and_push(output_dir, report, push_to_hub, training_args)
+    # No rank exits while the main process still writes: a launcher stops every rank when one ends badly.
+    trainer.accelerator.wait_for_everyone()
     return report
 
 

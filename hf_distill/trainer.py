@@ -23,10 +23,17 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer, TrainingArguments
 
-from .collators import BiEncoderCollator, CrossEncoderCollator
+from .collators import BiEncoderCollator, CrossEncoderCollator, Qwen3RerankerCollator
 from .losses import DistillationLoss, get_loss, teacher_score_spread
 from .metrics import compute_ranking_metrics
-from .students import BiEncoderScorer, CrossEncoderScorer, sentence_transformers_pooling
+from .prompts import qwen3_reranker_chat_template
+from .students import (
+    BiEncoderScorer,
+    CausalYesNoScorer,
+    CrossEncoderScorer,
+    resolve_student_type,
+    sentence_transformers_pooling,
+)
 
 logger = logging.getLogger("hf_distill")
 
@@ -113,6 +120,19 @@ class DistillationArguments(TrainingArguments):
     )
     query_prefix: str = field(default="", metadata={"help": "Text prepended to queries (bi-encoder), e.g. an instruction."})
     passage_prefix: str = field(default="", metadata={"help": "Text prepended to passages (bi-encoder)."})
+    # --- LLM students -------------------------------------------------------------------------------------------------
+    student_type: str = field(
+        default="auto",
+        metadata={"help": "Reranker student: cross_encoder (sequence-classification logit), causal_lm (Qwen3-Reranker "
+                  "style: logit(yes) - logit(no) at the prompt's last token), or auto: causal_lm for a *ForCausalLM "
+                  "model, else cross_encoder."},
+    )
+    instruction: str | None = field(
+        default=None,
+        metadata={"help": "causal_lm students: the <Instruct> line of the Qwen3-Reranker prompt, as given to "
+                  "score_teacher.py (default: the model card's web-search task). Qwen3-Embedding students take "
+                  "theirs as --query_prefix 'Instruct: {task}\\nQuery:'."},
+    )
     # --- Trainer defaults that distillation needs -------------------------------------------------------------------
     learning_rate: float = field(
         default=3e-4,
@@ -393,7 +413,8 @@ def _group_length_fn(tokenizer):
 
 
 class RerankerDistillationTrainer(DistillationTrainer):
-    """Distil into a cross-encoder (``AutoModelForSequenceClassification``, ``num_labels=1``).
+    """Distil into a cross-encoder (``AutoModelForSequenceClassification``, ``num_labels=1``), or into a causal-LM
+    yes/no reranker (``AutoModelForCausalLM``, Qwen3-Reranker style, ``--student_type causal_lm`` or auto).
 
     Example::
 
@@ -406,10 +427,25 @@ class RerankerDistillationTrainer(DistillationTrainer):
     """
 
     def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
+        if resolve_student_type(args.student_type, model) == "causal_lm":
+            return CausalYesNoScorer()  # its yes/no token ids come with the tokenizer, in build_collator
         return CrossEncoderScorer()
 
     def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
+        if isinstance(self.scorer, CausalYesNoScorer):
+            if self.scorer.yes_token_id is None:
+                self.scorer = CausalYesNoScorer.from_tokenizer(tokenizer)
+            return Qwen3RerankerCollator(
+                tokenizer, **self._collator_kwargs(args, training), instruction=args.instruction
+            )
         return CrossEncoderCollator(tokenizer, **self._collator_kwargs(args, training))
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if isinstance(self.scorer, CausalYesNoScorer) and self.processing_class is not None:
+            # A saved causal-LM student renders (query, document) pairs as its training prompt, so
+            # sentence_transformers.CrossEncoder(output_dir) gives the scores it was trained to give.
+            self.processing_class.chat_template = qwen3_reranker_chat_template(self.args.instruction)
+        super()._save(output_dir, state_dict)
 
 
 class EmbeddingDistillationTrainer(DistillationTrainer):

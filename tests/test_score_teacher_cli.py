@@ -60,16 +60,6 @@ def setup(tmp_path_factory):
     return {"root": root, "model": model, "data": data, "reference": reference}
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_output_has_one_listwise_row_per_input_row_in_order(setup, one_thread):
     rows = [json.loads(line) for line in setup["reference"].read_text().splitlines()]
     inputs = [json.loads(line) for line in setup["data"].read_text().splitlines()]

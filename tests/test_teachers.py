@@ -33,23 +33,12 @@ from hf_distill.teachers import (
     score_to_file,
 )
 from hf_distill.teachers.runner import partial_dir_for, record_dtype
-from tiny_models import build_minilm_cross_encoder, build_tiny_qwen3_reranker
+from tiny_models import build_minilm_cross_encoder
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes/quickstart/data/eval_out_of_domain.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matmuls run fastest on one thread, and on a busy machine idle OpenMP threads spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen3(tmp_path_factory) -> str:
-    return build_tiny_qwen3_reranker(tmp_path_factory.mktemp("qwen3"))
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small matmuls run fastest on one thread
 
 
 def small_groups() -> list[RankingGroup]:
