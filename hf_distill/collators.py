@@ -42,19 +42,23 @@ class CandidateSampler:
 
     Order of preference: labelled positives, then the teacher's top ``round(top_fraction * group_size)``, then
     a uniform sample of the remaining candidates. ``group_size=None`` keeps every candidate (evaluation).
+
+    ``seed=None`` (what the trainer uses) draws from Python's global ``random`` state, which the Trainer seeds
+    with ``--seed`` and saves in every checkpoint: a run resumed with ``--resume_from_checkpoint`` then samples
+    exactly the candidates the uninterrupted run would have. An int seed gives the sampler a private generator.
     """
 
     group_size: int | None = None
     top_fraction: float = 0.5
-    seed: int = 0
-    _rng: random.Random = field(init=False, repr=False)
+    seed: int | None = None
+    _rng: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.group_size is not None and self.group_size < 1:
             raise ValueError(f"group_size must be >= 1 or None, got {self.group_size}")
         if not 0.0 <= self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in [0, 1], got {self.top_fraction}")
-        self._rng = random.Random(self.seed)
+        self._rng = random.Random(self.seed) if self.seed is not None else random  # module: global state
 
     def select(self, scores: Sequence[float], labels: Sequence[int]) -> list[int]:
         """Indices of the kept candidates, in their original order."""
@@ -130,7 +134,7 @@ class _RankingCollator:
         top_fraction: float = 0.5,
         micro_batch_max_tokens: int = 16384,
         micro_batch_overhead_tokens: int = 64,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError(

@@ -31,6 +31,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     HfArgumentParser,
+    set_seed,
 )
 from transformers.utils import logging as hf_logging
 
@@ -233,11 +234,44 @@ def _evaluate_all(trainer, eval_datasets: dict[str, Any]) -> dict[str, dict[str,
     }
 
 
+def _first_evaluation(log_history: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, float]]:
+    """The metrics of the Trainer's first evaluation of each eval set (``eval_on_start``: the untrained student)."""
+    first: dict[str, dict[str, float]] = {}
+    for name in names:
+        prefix = f"eval_{name}_"
+        for entry in log_history:
+            if f"{prefix}map" in entry:
+                first[name] = {k.removeprefix(prefix): v for k, v in entry.items() if k.startswith(prefix)}
+                break
+    return first
+
+
+def _cpu_worker_flags() -> list[str]:
+    """Flags that make several processes launched on a machine without GPUs train together over gloo.
+
+    ``accelerate launch --multi_gpu --num_processes N`` (or ``accelerate_configs/multi_cpu.yaml``) and the
+    DeepSpeed configs start N processes, but on CPU accelerate forms no process group by itself: DDP workers would
+    each train alone on the full data (it needs ``use_cpu``; in accelerate 1.x ``--cpu`` cannot be combined with
+    ``--multi_gpu``), and DeepSpeed would see N ranks while the Trainer counts one (it needs a named backend).
+    They go first on the command line, so a user's own ``--use_cpu`` / ``--ddp_backend`` still wins.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    has_accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    if not launched or has_accelerator:
+        return []
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return ["--ddp_backend", "gloo"]
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return []
+    return ["--use_cpu", "true"]
+
+
 @exit_on_user_error
 def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the command line and run one distillation; returns the before/after metrics."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ScriptArguments, ModelArguments, DistillationArguments))
-    script_args, model_args, training_args = parse_config(parser, argv)
+    script_args, model_args, training_args = parse_config(parser, _cpu_worker_flags() + argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not script_args.train_file:
         raise ConfigError("--train_file is required: teacher-scored data (run recipes/score_teacher.py to make it).")
@@ -248,10 +282,15 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         train_dataset = train_dataset.select(range(min(script_args.max_train_groups, len(train_dataset))))
     eval_datasets = {Path(f).stem: load_ranking_dataset(f) for f in (script_args.eval_file or [])}
 
+    set_seed(training_args.seed)  # a fresh reranker head is drawn at load: the same head for the same --seed
     model, tokenizer = _load_student(kind, model_args, training_args.student_type)
     if model_args.use_peft:
         model = _wrap_lora(kind, model, model_args)
 
+    # The "before" metrics come from the Trainer's own evaluation at step 0, inside train(): evaluating before
+    # train() would prepare a DeepSpeed engine without its optimizer. A resumed run has no untrained student.
+    if script_args.evaluate_before_training and eval_datasets and not training_args.resume_from_checkpoint:
+        training_args.eval_on_start = True
     # Our own push (of the merged student with its card) replaces the Trainer's push at every save.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     trainer_cls = RerankerDistillationTrainer if kind == "reranker" else EmbeddingDistillationTrainer
@@ -262,8 +301,8 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         eval_dataset=eval_datasets or None,
         processing_class=tokenizer,
     )
-    before = _evaluate_all(trainer, eval_datasets) if script_args.evaluate_before_training else {}
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    before = _first_evaluation(trainer.state.log_history, list(eval_datasets)) if training_args.eval_on_start else {}
     after = _evaluate_all(trainer, eval_datasets)
 
     output_dir = training_args.output_dir
@@ -275,16 +314,18 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         "teacher": script_args.teacher_model_name_or_path,
         "train_data": script_args.dataset_name or script_args.train_file,
         "loss": training_args.loss,
-        "loss_options": training_args.loss_options(),
+        # As used: "auto" temperatures resolved by the trainer (from the training scores / the student type).
+        "loss_options": dict(getattr(trainer.loss_fn, "options", None) or training_args.loss_options()),
         "hard_label_weight": training_args.hard_label_weight,
         "group_size": training_args.group_size,
         "learning_rate": training_args.learning_rate,
         "num_train_epochs": training_args.num_train_epochs,
         "max_steps": training_args.max_steps,
         "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "world_size": training_args.world_size,
         "metrics_before": before,
         "metrics_after": after,
-        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv)),
+        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *argv]),
         "lora": asdict(model_args) if model_args.use_peft else None,
     }
     if trainer.args.should_save:
@@ -293,7 +334,28 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         _write_card_and_push(output_dir, report, push_to_hub, training_args)
     # No rank exits while the main process still writes: a launcher stops every rank when one ends badly.
     trainer.accelerator.wait_for_everyone()
+    _release_training_state(trainer)
     return report
+
+
+def _release_training_state(trainer) -> None:
+    """Free the (DeepSpeed-owned) weights and close the process group before the interpreter exits.
+
+    Left to interpreter shutdown, a gloo worker thread can still be releasing DeepSpeed parameter tensors after
+    Python has finalised, and the process aborts ("terminate called without an active exception") although all
+    work is done. Tearing down in order, while Python is alive, avoids it.
+    """
+    import gc
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    trainer.accelerator.free_memory()
+    for name in ("model", "model_wrapped", "deepspeed", "optimizer", "lr_scheduler"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
+    gc.collect()
+    if distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _write_card_and_push(output_dir: str, report: dict[str, Any], push_to_hub: bool, training_args) -> None:

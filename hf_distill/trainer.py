@@ -144,6 +144,11 @@ class DistillationArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the query/passages/scores columns."}
     )
+    ddp_broadcast_buffers: bool | None = field(
+        default=False,
+        metadata={"help": "Kept False: DDP would broadcast buffers (constant position ids here) in every forward, "
+                  "a collective that hangs when ranks run different numbers of micro-batch forwards."},
+    )
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={"help": "group_by_length (default: groups of similar token length share a batch), random, sequential."},
@@ -280,7 +285,8 @@ class DistillationTrainer(Trainer):
             "top_fraction": args.top_fraction,
             "micro_batch_max_tokens": args.micro_batch_max_tokens,
             "micro_batch_overhead_tokens": args.micro_batch_overhead_tokens,
-            "seed": args.seed,
+            # None: sample from the global RNG, which the Trainer seeds and checkpoints (exact resume).
+            "seed": None,
         }
 
     # -- data ------------------------------------------------------------------------------------------------------------
