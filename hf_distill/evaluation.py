@@ -66,6 +66,16 @@ def detect_student_kind(model_name_or_path: str) -> str:
     return "embedding" if is_sentence_transformer else "reranker"
 
 
+def _is_causal_lm_checkpoint(model_name_or_path: str) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError):
+        return False  # not loadable as a config here: the scorer's own loading reports the problem
+    return any(name.endswith("ForCausalLM") for name in config.architectures or [])
+
+
 def load_scorer(
     kind: str,
     model_name_or_path: str,
@@ -74,18 +84,31 @@ def load_scorer(
     pooling: str | None = None,
     max_length: int | None = None,
     device: str | None = None,
+    instruction: str | None = None,
 ) -> Teacher:
-    """A scorer for a ``reranker`` (cross-encoder logit) or ``embedding`` (cosine) checkpoint, or for ``model``
-    already in memory (its tokenizer read from ``model_name_or_path``)."""
+    """A scorer for a ``reranker`` (cross-encoder logit, or yes/no logit gap of a ``*ForCausalLM`` checkpoint
+    such as a distilled Qwen3-Reranker) or ``embedding`` (cosine) checkpoint, or for ``model`` already in memory
+    (its tokenizer read from ``model_name_or_path``). ``instruction``: the causal reranker's <Instruct> line, or
+    an embedding model's Qwen3-Embedding query instruction."""
     if kind not in ("reranker", "embedding"):
         raise ConfigError(f"student kind must be 'reranker' or 'embedding', got {kind!r}.")
+    if kind == "embedding":
+        teacher_type = "embedding"
+    elif model is None and _is_causal_lm_checkpoint(model_name_or_path):
+        teacher_type = "qwen3_reranker"  # the very scorer that scored the teacher: same prompt, same score
+    else:
+        teacher_type = "cross_encoder"
+        if instruction is not None:
+            raise ConfigError("--instruction applies to causal-LM rerankers and embedding models, not to "
+                              f"the cross-encoder {model_name_or_path}. Fix: drop it.")
     try:
         return load_teacher(
-            "cross_encoder" if kind == "reranker" else "embedding",
+            teacher_type,
             model_name_or_path,
             model=model,
             pooling=pooling if kind == "embedding" else None,
             max_length=max_length,
+            instruction=instruction,
             dtype="float32",  # before and after are compared to the 4th decimal: no half-precision noise
             device=device,
         )
@@ -101,17 +124,23 @@ def load_base_scorer(
     pooling: str | None = None,
     max_length: int | None = None,
     device: str | None = None,
+    instruction: str | None = None,
 ) -> Teacher:
     """The student before distillation, built as :mod:`hf_distill.recipe` builds it before training.
 
     Only the first ``num_hidden_layers`` layers are kept when given. A reranker checkpoint without a one-logit
     head (e.g. a bi-encoder) gets a fresh head drawn after ``torch.manual_seed(seed)``, so the baseline is
-    reproducible; its scores are random, as the recipe's "before" numbers are.
+    reproducible; its scores are random, as the recipe's "before" numbers are. A causal-LM reranker base is
+    scored from its checkpoint as it is (it needs no new head).
     """
     from transformers.utils import logging as hf_logging
 
     from .recipe import ModelArguments, _load_student
 
+    if kind == "reranker" and _is_causal_lm_checkpoint(model_name_or_path):
+        if num_hidden_layers is not None:
+            raise ConfigError("--num_hidden_layers is not supported for a causal-LM base reranker. Fix: drop it.")
+        return load_scorer(kind, model_name_or_path, max_length=max_length, device=device, instruction=instruction)
     torch.manual_seed(seed)
     # Cutting layers makes transformers list every dropped weight as "unexpected"; that is the point, not news.
     verbosity = hf_logging.get_verbosity()
@@ -122,7 +151,10 @@ def load_base_scorer(
         raise ConfigError(f"cannot load the base model {model_name_or_path}: {str(error).rstrip('.')}.") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    return load_scorer(kind, model_name_or_path, model=model, pooling=pooling, max_length=max_length, device=device)
+    return load_scorer(
+        kind, model_name_or_path, model=model, pooling=pooling, max_length=max_length, device=device,
+        instruction=instruction,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------

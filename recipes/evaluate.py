@@ -76,6 +76,13 @@ class EvaluationArguments:
             "choices": list(POOLING_MODES),
         },
     )
+    instruction: str | None = field(
+        default=None,
+        metadata={
+            "help": "Causal-LM (Qwen3-Reranker style) rerankers: the <Instruct> line the student was trained with "
+            "(default: the model card's). Embedding models: the Qwen3-Embedding query instruction."
+        },
+    )
     max_length: int | None = field(
         default=None, metadata={"help": "Longest input in tokens. Default: the checkpoint's max_seq_length / limit."}
     )
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     eval_sets, files = _eval_sets(args.eval_file)
 
     kind = detect_student_kind(args.model_name_or_path) if args.student_kind == "auto" else args.student_kind
-    options = dict(max_length=args.max_length, device=args.device)
+    options = dict(max_length=args.max_length, device=args.device, instruction=args.instruction)
     student = load_scorer(kind, args.model_name_or_path, pooling=args.pooling, **options)
     base = None
     if args.base_model_name_or_path:

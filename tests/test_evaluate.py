@@ -18,6 +18,8 @@ import torch
 import yaml
 
 from conftest import make_groups, save_tiny_checkpoint
+from hf_distill.data import read_groups
+from hf_distill.evaluation import ranking_quality
 from hf_distill.metrics import compute_ranking_metrics, ranking_metrics
 from hf_distill.trainer import write_sentence_transformers_config
 
@@ -230,3 +232,23 @@ def test_in_memory_model_is_refused_where_the_teacher_must_load_it_itself():
 
     with pytest.raises(TeacherConfigError, match="cross_encoder and embedding"):
         load_teacher("qwen3_reranker", "any/checkpoint", model=torch.nn.Linear(2, 1))
+
+
+def test_causal_llm_reranker_is_scored_with_the_qwen3_reranker_prompt(setup, tiny_qwen3):
+    """A distilled decoder (Qwen3-Reranker style) student is evaluated by the scorer that scored the teacher."""
+    from hf_distill.teachers import load_teacher, score_groups
+
+    instruction = "Find the manual page of a command"
+    results = evaluate_recipe.main([
+        "--model_name_or_path", tiny_qwen3, "--base_model_name_or_path", tiny_qwen3, "--instruction", instruction,
+        "--eval_file", setup["eval_files"][0], "--output_dir", str(setup["root"] / "qwen3-eval"), "--device", "cpu",
+    ])
+    result = next(iter(results.values()))
+    groups = read_groups(setup["eval_files"][0])
+    teacher = load_teacher("qwen3_reranker", tiny_qwen3, instruction=instruction, dtype="float32", device="cpu")
+    expected = ranking_quality(groups, score_groups(teacher, groups, progress=False))
+    assert result["student"]["map"] == pytest.approx(expected["map"], abs=1e-6)
+    assert result["base"]["map"] == pytest.approx(expected["map"], abs=1e-6)  # same weights before and after
+    # a different instruction is a different prompt: the scores must move
+    other = load_teacher("qwen3_reranker", tiny_qwen3, dtype="float32", device="cpu")
+    assert score_groups(other, groups, progress=False) != score_groups(teacher, groups, progress=False)
