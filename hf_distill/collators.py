@@ -92,7 +92,7 @@ def _pad(encodings: list[dict[str, list[int]]], pad_token_id: int, padding_side:
     return batch
 
 
-def split_by_length(lengths: Sequence[int], max_tokens: int, overhead_tokens: int = 64) -> list[list[int]]:
+def split_by_length(lengths: Sequence[int], max_tokens: int, overhead_tokens: int = 32) -> list[list[int]]:
     """Cut items into micro-batches with the least padding, each padded size ``rows * longest`` <= ``max_tokens``.
 
     Items are sorted by length; the cut points minimise ``sum(padded tokens) + overhead_tokens * chunks`` exactly
@@ -133,7 +133,7 @@ class _RankingCollator:
         group_size: int | None = None,
         top_fraction: float = 0.5,
         micro_batch_max_tokens: int = 16384,
-        micro_batch_overhead_tokens: int = 64,
+        micro_batch_overhead_tokens: int = 32,
         seed: int | None = None,
     ) -> None:
         if tokenizer.pad_token_id is None:
