@@ -67,13 +67,12 @@ def detect_student_kind(model_name_or_path: str) -> str:
 
 
 def _is_causal_lm_checkpoint(model_name_or_path: str) -> bool:
-    from transformers import AutoConfig
+    from .students import is_causal_lm_checkpoint
 
     try:
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        return is_causal_lm_checkpoint(model_name_or_path)
     except (OSError, ValueError):
         return False  # not loadable as a config here: the scorer's own loading reports the problem
-    return any(name.endswith("ForCausalLM") for name in config.architectures or [])
 
 
 def load_scorer(

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -37,7 +36,7 @@ from transformers.utils import logging as hf_logging
 
 from .cli import ConfigError, exit_on_user_error, parse_config
 from .data import load_ranking_dataset
-from .students import STUDENT_TYPES, is_causal_lm
+from .students import STUDENT_TYPES, is_causal_lm, is_causal_lm_checkpoint
 from .trainer import (
     DistillationArguments,
     EmbeddingDistillationTrainer,
@@ -156,8 +155,7 @@ def _loads_as_causal_lm(model_args: ModelArguments, student_type: str) -> bool:
         raise ConfigError(f"--student_type must be one of {STUDENT_TYPES}, got {student_type!r}.")
     if student_type != "auto":
         return student_type == "causal_lm"
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
-    return any(name.endswith("ForCausalLM") for name in config.architectures or [])
+    return is_causal_lm_checkpoint(model_args.model_name_or_path, model_args.trust_remote_code)
 
 
 # Attention and MLP projections of Qwen3 / Llama / Mistral decoders: LoRA on all of them is what LLM rerankers

@@ -82,6 +82,14 @@ def is_causal_lm(model: torch.nn.Module) -> bool:
     return type(base).__name__.endswith("ForCausalLM")
 
 
+def is_causal_lm_checkpoint(model_name_or_path: str, trust_remote_code: bool = False) -> bool:
+    """Whether a checkpoint declares a ``*ForCausalLM`` architecture in its config (read without loading weights)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    return any(name.endswith("ForCausalLM") for name in config.architectures or [])
+
+
 def resolve_student_type(student_type: str, model: torch.nn.Module) -> str:
     """``cross_encoder`` or ``causal_lm`` for a reranker student; ``auto`` follows the model class."""
     if student_type not in STUDENT_TYPES:

@@ -8,6 +8,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import socket
+
 import pytest
 import torch
 
@@ -56,6 +58,13 @@ def tiny_bert_config(tokenizer, **overrides):
     )
     values.update(overrides)
     return BertConfig(**values)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, for a launcher's --main_process_port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def save_tiny_checkpoint(tokenizer, path, kind: str = "reranker", seed: int = 0) -> str:

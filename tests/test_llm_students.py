@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from hf_distill.students import BiEncoderScorer, CausalYesNoScorer
 from hf_distill.teachers import load_teacher, score_groups
 from hf_distill.trainer import DistillationArguments, EmbeddingDistillationTrainer, RerankerDistillationTrainer
 
-from conftest import make_groups
+from conftest import free_port, make_groups
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTION = "Given a man page query, retrieve the matching manual pages"
@@ -244,12 +243,6 @@ def _aborted_after_the_run(result: subprocess.CompletedProcess) -> bool:
     return result.returncode != 0 and "terminate called without an active exception" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("training", ["full", "lora"])
 def test_decoder_student_under_deepspeed_zero3_on_two_cpu_processes(tiny_qwen3, rows, tmp_path, training):
     pytest.importorskip("deepspeed")
@@ -260,7 +253,7 @@ def test_decoder_student_under_deepspeed_zero3_on_two_cpu_processes(tiny_qwen3, 
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "accelerate_configs" / "deepspeed_zero3.yaml"),
         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
+        "--main_process_port", str(free_port()),
         str(REPO / "recipes" / "reranker.py"),
         "--model_name_or_path", tiny_qwen3, "--train_file", str(train_file), "--output_dir", str(output_dir),
         "--max_steps", "2", "--save_strategy", "no", "--report_to", "none", "--per_device_train_batch_size", "2",

@@ -4,7 +4,6 @@ save, bad input, resume after a kill, and the 2-process DDP / DeepSpeed ZeRO-3 l
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_groups, save_tiny_checkpoint
+from conftest import free_port, make_groups, save_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
@@ -46,15 +45,9 @@ def _run_recipe(kind: str, *args: str, launcher: list[str] | None = None) -> sub
     return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launcher(*options: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-            "--dynamo_backend", "no", "--main_process_port", str(_free_port()), *options]
+            "--dynamo_backend", "no", "--main_process_port", str(free_port()), *options]
 
 
 def _state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from hf_distill.data import read_groups
 from hf_distill.teachers import load_teacher, score_groups
 from tiny_models import build_tiny_qwen3_reranker
@@ -110,12 +110,6 @@ def test_sigkill_midway_then_rerun_gives_the_same_file(setup):
     assert not records.parent.exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_write_the_same_file_as_one(setup):
     output = setup["root"] / "two_processes.jsonl"
     # --multi_gpu starts torchrun workers, which run on CPU here (--cpu alone would start a single process).
@@ -133,7 +127,7 @@ def test_two_processes_write_the_same_file_as_one(setup):
         "--dynamo_backend",
         "no",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
     ]
     result = run_cli(
         "--teacher_model_name_or_path",
