@@ -273,6 +273,11 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not script_args.train_file:
         raise ConfigError("--train_file is required: teacher-scored data (run recipes/score_teacher.py to make it).")
+    try:  # option values the trainer would only check after the data and the student are loaded
+        training_args.dropout_probability()
+        training_args.loss_options()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
     # Every data file is read and validated before anything is written.
     train_dataset = load_ranking_dataset(script_args.train_file, format=script_args.train_format)

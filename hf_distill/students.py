@@ -55,7 +55,11 @@ class PairScorer:
         self, model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]], inputs: dict[str, Any]
     ) -> torch.Tensor:
         """Run every micro-batch once and rebuild the ``[B, N]`` student score matrix."""
-        flat = torch.cat([self.score_pairs(model, features).float() for features in micro_batches])
+        return self.combine([self.forward_items(model, features) for features in micro_batches], inputs)
+
+    def combine(self, outputs: list[torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
+        """The ``[B, N]`` score matrix from the micro-batches' :meth:`forward_items` outputs (pair scores)."""
+        flat = torch.cat([scores.float() for scores in outputs])
         return _scatter_to_groups(flat, inputs["pair_index"], inputs["candidate_mask"])
 
 
@@ -74,6 +78,30 @@ class CrossEncoderScorer(PairScorer):
 
 
 STUDENT_TYPES = ("auto", "cross_encoder", "causal_lm")
+
+# Float attributes that modelling code hands to attention kernels as their dropout probability while training
+# (Qwen3 / Llama ``attention_dropout``); BERT-style models use the ``p`` of an ``nn.Dropout`` module instead.
+_ATTENTION_DROPOUT_ATTRIBUTES = ("attention_dropout",)
+
+
+def set_dropout(model: torch.nn.Module, probability: float) -> int:
+    """Set every dropout probability of ``model`` (``nn.Dropout`` modules and attention-kernel dropout) to
+    ``probability``, for training only: the config, and so the saved checkpoint, keep their own values.
+
+    Returns how many places were set (0: the model has no dropout).
+    """
+    if not 0.0 <= probability < 1.0:
+        raise ValueError(f"a dropout probability must be in [0, 1), got {probability}.")
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+            changed += 1
+        for name in _ATTENTION_DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, probability)
+                changed += 1
+    return changed
 
 
 def is_causal_lm(model: torch.nn.Module) -> bool:
@@ -236,7 +264,11 @@ class BiEncoderScorer:
     def score_groups(
         self, model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]], inputs: dict[str, Any]
     ) -> torch.Tensor:
-        embeddings = torch.cat([self.embed(model, features) for features in micro_batches])
+        return self.combine([self.embed(model, features) for features in micro_batches], inputs)
+
+    def combine(self, outputs: list[torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
+        """The ``[B, N]`` score matrix from the micro-batches' embeddings: similarity of each query and passage."""
+        embeddings = torch.cat(outputs)
         query_embeddings = embeddings[inputs["query_index"]]  # [B, H]
         passage_embeddings = embeddings[inputs["passage_index"].clamp(min=0)]  # [B, N, H]
         scores = torch.einsum("bh,bnh->bn", query_embeddings, passage_embeddings) * self.scale

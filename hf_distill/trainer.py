@@ -13,6 +13,7 @@ agreement. Everything else (optimiser, schedule, checkpoints, DDP / DeepSpeed / 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer, TrainingArguments
 
+from .cli import ConfigError
 from .collators import BiEncoderCollator, CrossEncoderCollator, Qwen3RerankerCollator
 from .losses import DistillationLoss, get_loss, teacher_score_spread
 from .metrics import compute_ranking_metrics
@@ -33,6 +35,7 @@ from .students import (
     CrossEncoderScorer,
     resolve_student_type,
     sentence_transformers_pooling,
+    set_dropout,
 )
 
 logger = logging.getLogger("hf_distill")
@@ -50,6 +53,26 @@ class DistillationArguments(TrainingArguments):
         metadata={
             "help": "Name of a registered loss: mse, margin_mse (all pairs), margin_mse_triplets (the reference "
             "practice's top_k x num_negatives pairs), kl, ranknet, listnet, or your own @register_loss name."
+        },
+    )
+    gradient_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Bound activation memory to one micro-batch instead of the whole batch of groups (GradCache, "
+            "Gao et al. 2021): score every micro-batch without autograd, take the loss's gradient with respect to "
+            "the scores (or embeddings), then run forward + backward per micro-batch with that gradient. Same "
+            "gradients, one more forward per step. For large groups or batches on little memory; not with "
+            "DeepSpeed or FSDP."
+        },
+    )
+    dropout: str = field(
+        default="0",
+        metadata={
+            "help": "Dropout probability of every dropout layer of the student while it trains: a number, or keep "
+            "(the checkpoint's own, e.g. 0.1 for BERT-style models). Default 0: a distilled student already fits "
+            "soft targets, and dropout noise drowns the small score differences a student starts from (a "
+            "cross-encoder made from a bi-encoder: MAP 0.24 with BERT's 0.1 vs 0.37 without; see BENCHMARKS.md). "
+            "The saved config keeps the checkpoint's values."
         },
     )
     teacher_temperature: str = field(
@@ -155,6 +178,18 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "group_by_length (default: groups of similar token length share a batch), random, sequential."},
     )
 
+    def dropout_probability(self) -> float | None:
+        """``dropout`` as a float, or None for "keep"."""
+        if isinstance(self.dropout, str) and self.dropout.strip().lower() == "keep":
+            return None
+        try:
+            probability = float(self.dropout)
+        except (TypeError, ValueError):
+            probability = -1.0
+        if not 0.0 <= probability < 1.0:
+            raise ValueError(f"--dropout must be a probability in [0, 1) or 'keep', got {self.dropout!r}.")
+        return probability
+
     def loss_options(self) -> dict[str, Any]:
         """The options of ``self.loss`` that its function accepts, taken from the fields above and ``loss_kwargs``."""
         candidates = {
@@ -175,6 +210,23 @@ class DistillationArguments(TrainingArguments):
                 raise ValueError("--loss_kwargs must be a JSON object. Fix: pass an object like '{\"a\": 1}'.")
             options.update(extra)
         return options
+
+
+class _RandomState:
+    """The CPU and CUDA random state at one point, to replay a forward's dropout masks exactly (GradCache)."""
+
+    def __init__(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    @contextlib.contextmanager
+    def replay(self):
+        devices = list(range(torch.cuda.device_count())) if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):  # the outer stream continues as after pass 1
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state_all(self.cuda)
+            yield
 
 
 def _temperature(name: str, value: Any) -> float | str:
@@ -220,22 +272,18 @@ class DistillationTrainer(Trainer):
         if processing_class is None and data_collator is None:
             raise ValueError("pass processing_class=<the student's tokenizer> so the trainer can build its collator.")
         loss_options = args.loss_options()
-        if loss_fn is None and loss_options.get("teacher_temperature") == "auto":
-            scored = train_dataset if train_dataset is not None else eval_dataset
-            if isinstance(scored, dict):
-                scored = next(iter(scored.values()), None)
-            has_scores = scored is not None and "scores" in getattr(scored, "column_names", ())
-            spread = teacher_score_spread(scored["scores"]) if has_scores else 1.0  # no scores: fails below
-            loss_options["teacher_temperature"] = spread
-            logger.info("teacher_temperature auto = %.4g (mean per-query std of the teacher scores)", spread)
-        if loss_fn is None and loss_options.get("student_temperature") == "auto":
-            loss_options["student_temperature"] = self.auto_student_temperature(args)
+        if loss_fn is None:
+            loss_options = self.resolve_loss_options(args, train_dataset if train_dataset is not None else eval_dataset)
         self.loss_fn = loss_fn or DistillationLoss(
             args.loss,
             hard_label_weight=args.hard_label_weight,
             hard_label_temperature=args.hard_label_temperature,
             **loss_options,
         )
+        dropout = args.dropout_probability()
+        if dropout is not None:
+            if set_dropout(model, dropout):
+                logger.info("student dropout set to %g for training (--dropout; the saved config keeps its own)", dropout)
         if self.scorer is None:
             self.scorer = self.build_scorer(args, model)
         needs_pairs = args.loss not in POINTWISE_LOSSES
@@ -263,13 +311,35 @@ class DistillationTrainer(Trainer):
             compute_metrics=compute_metrics,
             **kwargs,
         )
+        if args.gradient_cache and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ConfigError(
+                "--gradient_cache cannot run under DeepSpeed or FSDP (they expect one backward per step). "
+                "Fix: drop --gradient_cache, or launch with DDP (accelerate_configs/multi_gpu.yaml)."
+            )
         # Our loss is a per-batch mean: let the Trainer divide it by the accumulation steps itself.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded since the last log
 
+    @classmethod
+    def resolve_loss_options(cls, args: DistillationArguments, scored_dataset=None) -> dict[str, Any]:
+        """``args.loss_options()`` with the "auto" temperatures resolved: the teacher's from the scores of
+        ``scored_dataset`` (a dataset or a dict of them), the student's from :meth:`auto_student_temperature`."""
+        loss_options = args.loss_options()
+        if loss_options.get("teacher_temperature") == "auto":
+            if isinstance(scored_dataset, dict):
+                scored_dataset = next(iter(scored_dataset.values()), None)
+            has_scores = scored_dataset is not None and "scores" in getattr(scored_dataset, "column_names", ())
+            spread = teacher_score_spread(scored_dataset["scores"]) if has_scores else 1.0  # no scores: fails later
+            loss_options["teacher_temperature"] = spread
+            logger.info("teacher_temperature auto = %.4g (mean per-query std of the teacher scores)", spread)
+        if loss_options.get("student_temperature") == "auto":
+            loss_options["student_temperature"] = cls.auto_student_temperature(args)
+        return loss_options
+
     # -- hooks for subclasses -----------------------------------------------------------------------------------------
-    def auto_student_temperature(self, args: DistillationArguments) -> float:
+    @classmethod
+    def auto_student_temperature(cls, args: DistillationArguments) -> float:
         """``student_temperature="auto"``: 1 for students that output logits."""
         return 1.0
 
@@ -279,7 +349,8 @@ class DistillationTrainer(Trainer):
     def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
         raise NotImplementedError
 
-    def _collator_kwargs(self, args: DistillationArguments, training: bool) -> dict[str, Any]:
+    @staticmethod
+    def _collator_kwargs(args: DistillationArguments, training: bool) -> dict[str, Any]:
         return {
             "max_length": args.max_length,
             "group_size": args.group_size if training else None,
@@ -381,6 +452,45 @@ class DistillationTrainer(Trainer):
             )
         return (loss, student_scores) if return_outputs else loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.args.gradient_cache:
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self._gradient_cache_step(model, inputs)
+
+    def _gradient_cache_step(self, model, inputs) -> torch.Tensor:
+        r"""One step in two passes (GradCache, Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size
+        under Memory Limited Setup"): with :math:`r_m` the output of micro-batch m (pair scores or embeddings)
+        and :math:`\mathcal{L}(r_1, \dots, r_M)`, the chain rule gives
+        :math:`\nabla_\theta \mathcal{L} = \sum_m (\partial \mathcal{L} / \partial r_m)^\top \partial r_m / \partial \theta`,
+        so pass 1 computes every :math:`r_m` without a graph and :math:`g_m = \partial \mathcal{L} / \partial r_m`,
+        pass 2 recomputes each :math:`r_m` with its graph and backpropagates :math:`g_m^\top r_m`. Dropout masks
+        are replayed from pass 1's random state, so the gradients equal the one-pass ones."""
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        micro_batches = inputs["micro_batches"]
+        states, outputs = [], []
+        with torch.no_grad(), self.compute_loss_context_manager():
+            for features in micro_batches:
+                states.append(_RandomState())
+                outputs.append(self.scorer.forward_items(model, features))
+        cached = [output.detach().requires_grad_() for output in outputs]
+        with self.compute_loss_context_manager():
+            scores = self.scorer.combine(cached, inputs)
+            loss = self.loss_fn(scores, inputs["teacher_scores"], inputs["candidate_mask"], inputs["relevance_labels"])
+        loss = loss / self.current_gradient_accumulation_steps
+        gradients = torch.autograd.grad(loss, cached)
+        last = len(micro_batches) - 1
+        for m, (features, gradient, state) in enumerate(zip(micro_batches, gradients, states)):
+            # Gradients are all-reduced once per step, after the last micro-batch's backward (DDP).
+            sync = contextlib.nullcontext() if m == last else self.accelerator.no_sync(model)
+            with sync, state.replay(), self.compute_loss_context_manager():
+                output = self.scorer.forward_items(model, features)
+                self.accelerator.backward((output.float() * gradient.float()).sum())
+        self._token_counts += torch.tensor(
+            [float(inputs["num_real_tokens"]), float(inputs["num_padded_tokens"])], dtype=torch.float64
+        )
+        return loss.detach()
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
@@ -462,7 +572,8 @@ class EmbeddingDistillationTrainer(DistillationTrainer):
     ``2_Normalize``), so ``SentenceTransformer(output_dir)`` gives the embeddings the student was trained with.
     """
 
-    def auto_student_temperature(self, args: DistillationArguments) -> float:
+    @classmethod
+    def auto_student_temperature(cls, args: DistillationArguments) -> float:
         """``student_temperature="auto"``: 0.05 for cosine scores (in [-1, 1]), else 1."""
         return 0.05 if args.similarity == "cosine" and args.similarity_scale == 1.0 else 1.0
 

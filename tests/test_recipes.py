@@ -100,6 +100,21 @@ def test_unknown_yaml_key_is_one_clear_error(workspace, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "flag, message",
+    [(("--dropout", "0.1x"), "--dropout must be a probability"),
+     (("--teacher_temperature", "warm"), "--teacher_temperature must be a positive number or 'auto'")],
+)
+def test_bad_option_value_is_one_clear_error_before_loading(workspace, tmp_path, flag, message):
+    result = _run_recipe(
+        "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
+        "--output_dir", str(tmp_path / "out"), *flag,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_malformed_train_file_stops_before_anything_is_overwritten(workspace, tmp_path):
     bad = tmp_path / "bad.jsonl"
     rows = make_groups(3, 4)

@@ -1,5 +1,6 @@
 """DistillationTrainer end to end on tiny students: every loss trains, eval yields ranking metrics, saves serve."""
 
+import json
 import logging
 import math
 
@@ -110,6 +111,34 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, tokenizer, train
     assert torch.allclose(one_batch, accumulated, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["reranker", "embedding"])
+def test_gradient_cache_gives_the_one_pass_gradients_with_dropout_and_accumulation(tmp_path, tokenizer, train_dataset, kind):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from conftest import tiny_bert_config
+
+    def run(gradient_cache):
+        torch.manual_seed(0)
+        model_class = AutoModelForSequenceClassification if kind == "reranker" else AutoModel
+        model = model_class.from_config(tiny_bert_config(tokenizer))
+        trainer_class = RerankerDistillationTrainer if kind == "reranker" else EmbeddingDistillationTrainer
+        # dropout 0.1: pass 2 must replay pass 1's masks; 96-token micro-batches: several per step
+        args = _args(tmp_path, max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                     train_sampling_strategy="sequential", group_size=None, learning_rate=1.0, optim="sgd",
+                     dropout="0.1", micro_batch_max_tokens=96, gradient_cache=gradient_cache, logging_steps=1)
+        trainer = trainer_class(model=model, args=args, train_dataset=train_dataset.select(range(8)),
+                                processing_class=tokenizer)
+        batch = next(iter(trainer.get_train_dataloader()))
+        assert len(batch["micro_batches"]) > 2
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), losses
+
+    (one_pass, one_pass_losses), (cached, cached_losses) = run(False), run(True)
+    torch.testing.assert_close(cached, one_pass, atol=2e-5, rtol=1e-4)
+    assert cached_losses == pytest.approx(one_pass_losses, rel=1e-4)
+
+
 def test_training_logs_the_share_of_real_tokens(tmp_path, tokenizer, tiny_reranker, train_dataset):
     trainer = RerankerDistillationTrainer(
         model=tiny_reranker, args=_args(tmp_path, max_steps=10, logging_steps=5),
@@ -213,3 +242,38 @@ def test_auto_student_temperature_suits_the_student_scores(tmp_path, tokenizer, 
         processing_class=tokenizer,
     )
     assert scaled.loss_fn.options["student_temperature"] == 1.0  # the scale already spreads them
+
+
+def test_dropout_is_off_while_training_by_default_and_the_saved_config_keeps_its_own(tmp_path, tokenizer, tiny_reranker):
+    data = datasets.Dataset.from_list(make_groups(num_queries=4, num_candidates=4, seed=5))
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path), train_dataset=data, processing_class=tokenizer
+    )
+    dropouts = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.p == 0.0 for m in dropouts)
+    trainer.model.train()
+    features = trainer.get_train_dataloader().collate_fn(data.to_list()[:2])["micro_batches"][0]
+    with torch.no_grad():  # no dropout: two training-mode forwards agree
+        torch.testing.assert_close(trainer.model(**features).logits, trainer.model(**features).logits)
+    trainer.save_model(str(tmp_path / "saved"))
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
+
+
+def test_dropout_keep_leaves_the_checkpoints_and_a_number_sets_every_kind(tmp_path, tokenizer, tiny_reranker, tiny_qwen3):
+    from transformers import AutoModelForCausalLM
+
+    from hf_distill.students import set_dropout
+
+    data = datasets.Dataset.from_list(make_groups(num_queries=4, num_candidates=4, seed=5))
+    RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, dropout="keep"), train_dataset=data, processing_class=tokenizer
+    )
+    assert {m.p for m in tiny_reranker.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    # decoders pass a float to the attention kernel instead of using an nn.Dropout module
+    qwen = AutoModelForCausalLM.from_pretrained(tiny_qwen3)
+    assert set_dropout(qwen, 0.2) >= qwen.config.num_hidden_layers
+    assert {layer.self_attn.attention_dropout for layer in qwen.model.layers} == {0.2}
+    for bad in ("1.5", "lots"):
+        with pytest.raises(ValueError, match="--dropout must be a probability"):
+            _args(tmp_path, dropout=bad).dropout_probability()
