@@ -152,7 +152,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.report is not None:
-        print(markdown_table([r for d in args.report for r in load_json(Path(d) / "ablation.json", [])]))
+        rows = [r for d in args.report for r in load_json(Path(d) / "ablation.json", [])]
+        print(markdown_table(sorted(rows, key=lambda r: list(STAGES).index(r["student"]))))  # stable: run order
         return
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -221,6 +221,21 @@ def test_ddp_two_cpu_processes_with_lora(workspace, tmp_path):
     assert not any("lora" in key for key in _state_dict(str(output_dir)))
 
 
+def test_ddp_two_cpu_processes_with_gradient_cache(workspace, tmp_path):
+    output_dir = tmp_path / "ddp-cache"
+    result = _run_recipe(
+        "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
+        "--output_dir", str(output_dir), "--gradient_cache", "true", "--micro_batch_max_tokens", "64",
+        "--max_steps", "2", "--save_strategy", "no", *QUICK,
+        launcher=_launcher("--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml")),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((output_dir / "distillation_report.json").read_text())
+    assert report["world_size"] == 2
+    start, trained = _state_dict(workspace["reranker"]), _state_dict(str(output_dir))
+    assert any(not torch.allclose(start[k], trained[k]) for k in start)
+
+
 def test_deepspeed_zero3_two_processes(workspace, tmp_path):
     pytest.importorskip("deepspeed")
     output_dir = tmp_path / "zero3"
