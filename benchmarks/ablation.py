@@ -73,6 +73,10 @@ STAGES = {
         ("hard labels", [
             ("hard_label_weight 0.5", {"hard_label_weight": 0.5}),
         ]),
+        # Half the queries per step: half the activations kept for the listwise backward, twice the steps.
+        ("batch size", [
+            ("batch 4 queries", {"per_device_train_batch_size": 4}),
+        ]),
     ],
     "embedding": [
         ("loss", [
@@ -90,6 +94,9 @@ STAGES = {
         ]),
         ("group size", [
             ("group_size 8", {"group_size": 8}),
+        ]),
+        ("batch size", [
+            ("batch 4 queries", {"per_device_train_batch_size": 4}),
         ]),
     ],
 }
@@ -115,24 +122,25 @@ def run_one(kind: str, config: dict, files: dict[str, str], output_dir: Path) ->
         split: {k: report["metrics_after"][split][k] for k in ("map", "mrr@10", "ndcg@10")}
         for split in ("eval_in_domain", "eval_out_of_domain")
     }
-    return {"wall_s": timing["wall_s"], "train_runtime_s": report["train_runtime_s"], "metrics": metrics}
+    return {**timing, "train_runtime_s": report["train_runtime_s"], "metrics": metrics}
 
 
 def markdown_table(results: list[dict]) -> str:
     """One row per run: what changed, the full configuration and MAP / MRR@10 / NDCG@10 on both eval splits."""
     lines = [
-        "| student | stage | run | loss | T_t | lr | group | hard | dropout | MAP in | MRR@10 in | NDCG@10 in | MAP ood | "
-        "MRR@10 ood | NDCG@10 ood | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| student | stage | run | loss | T_t | lr | group | batch | hard | dropout | MAP in | MRR@10 in | NDCG@10 in | MAP ood | "
+        "MRR@10 ood | NDCG@10 ood | wall s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         c, m = r["config"], r["metrics"]
+        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"  # not recorded for the first rows
         splits, keys = ("eval_in_domain", "eval_out_of_domain"), ("map", "mrr@10", "ndcg@10")
         cells = " | ".join(f"{m[split][k]:.4f}" for split in splits for k in keys)
         lines.append(
             f"| {r['student']} | {r['stage']} | {r['name']} | {c['loss']} | {c['teacher_temperature']} | "
-            f"{c['learning_rate']:g} | {c['group_size']} | {c['hard_label_weight']} | {c.get('dropout', 'keep')} | "
-            f"{cells} | {r['wall_s']:.0f} |"
+            f"{c['learning_rate']:g} | {c['group_size']} | {c['per_device_train_batch_size']} | {c['hard_label_weight']} | "
+            f"{c.get('dropout', 'keep')} | {cells} | {r['wall_s']:.0f} | {rss} |"
         )
     return "\n".join(lines)
 
