@@ -314,33 +314,28 @@ def goals(summary: dict, references: dict) -> list[tuple[str, bool, str]]:
     def m(pipeline, split="eval_in_domain"):
         return summary[pipeline]["metrics"][split]["map"]
 
-    for kind, target in (("reranker", 4.0), ("embedding", 2.5)):
-        ours, theirs = f"hf_distill_{kind}", f"practice_{kind}"
+    # (goal label, our pipeline, the practice it replaces, speed-up target); the gradient-cache row is held to the
+    # reranker's goals too, so the memory knob's cost in time and quality shows next to its memory.
+    comparisons = (
+        ("reranker", "hf_distill_reranker", "practice_reranker", 4.0),
+        ("embedding", "hf_distill_embedding", "practice_embedding", 2.5),
+        ("reranker --gradient_cache", "hf_distill_reranker_gradient_cache", "practice_reranker", 4.0),
+    )
+    for label, ours, theirs, target in comparisons:
         if not (summary.get(ours, {}).get("metrics") and summary.get(theirs, {}).get("metrics")):
             continue
         speedup = summary[theirs]["wall_median"] / summary[ours]["wall_median"]
         cpu_speedup = summary[theirs]["cpu_median"] / summary[ours]["cpu_median"]
-        out.append((f"{kind}: >= {target}x faster per epoch (median wall)", speedup >= target, f"{speedup:.2f}x"))
-        out.append((f"{kind}: >= {target}x less CPU time per epoch", cpu_speedup >= target, f"{cpu_speedup:.2f}x"))
+        out.append((f"{label}: >= {target}x faster per epoch (median wall)", speedup >= target, f"{speedup:.2f}x"))
+        out.append((f"{label}: >= {target}x less CPU time per epoch", cpu_speedup >= target, f"{cpu_speedup:.2f}x"))
         for split in EVAL_SPLITS:
             delta = m(ours, split) - m(theirs, split)
             measured = f"{m(ours, split):.4f} vs {m(theirs, split):.4f} ({delta:+.4f})"
-            out.append((f"{kind}: MAP >= practice ({split})", delta >= 0, measured))
+            out.append((f"{label}: MAP >= practice ({split})", delta >= 0, measured))
         share = summary[ours]["real_token_share"]
-        out.append((f"{kind}: >= 95% real tokens per student batch", share >= 0.95, f"{share:.1%}"))
+        out.append((f"{label}: >= 95% real tokens per student batch", share >= 0.95, f"{share:.1%}"))
         rss_ours, rss_theirs = summary[ours]["rss_median"], summary[theirs]["rss_median"]
-        out.append((f"{kind}: peak RSS <= practice", rss_ours <= rss_theirs, f"{rss_ours:.0f} vs {rss_theirs:.0f} MiB"))
-    variant, theirs = "hf_distill_reranker_gradient_cache", "practice_reranker"
-    if summary.get(variant, {}).get("metrics") and summary.get(theirs, {}).get("metrics"):
-        speedup = summary[theirs]["wall_median"] / summary[variant]["wall_median"]
-        out.append(("reranker --gradient_cache: >= 4.0x faster per epoch (median wall)", speedup >= 4.0, f"{speedup:.2f}x"))
-        delta = m(variant) - m(theirs)
-        out.append(("reranker --gradient_cache: MAP >= practice (eval_in_domain)", delta >= 0, f"{delta:+.4f}"))
-        rss_ours, rss_theirs = summary[variant]["rss_median"], summary[theirs]["rss_median"]
-        out.append((
-            "reranker --gradient_cache: peak RSS <= practice", rss_ours <= rss_theirs,
-            f"{rss_ours:.0f} vs {rss_theirs:.0f} MiB",
-        ))
+        out.append((f"{label}: peak RSS <= practice", rss_ours <= rss_theirs, f"{rss_ours:.0f} vs {rss_theirs:.0f} MiB"))
     if "hf_distill_embedding" in summary and summary["hf_distill_embedding"]["metrics"]:
         for split in EVAL_SPLITS:
             start = references["untrained_embedding"][split]["map"]
