@@ -1,8 +1,8 @@
 """Ranking data: row formats, validation, and the one in-memory form every trainer uses.
 
 The in-memory form is a **listwise group**: one query, ``N`` candidate passages, ``N`` raw teacher scores
-(kept as fp32 once in a ``datasets.Dataset``) and optionally ``N`` binary relevance labels
-(:class:`RankingGroup`). Every row format below is converted to it on read:
+(kept as fp32 once in a ``datasets.Dataset``) and optionally ``N`` relevance labels: ``1`` relevant, ``0`` not
+relevant, ``-1`` unknown (:class:`RankingGroup`). Every row format below is converted to it on read:
 
 =================  ===========================================================  ==================================
 format             row                                                          becomes
@@ -33,8 +33,24 @@ Decisions a user should know:
   ``hard_label_weight=0`` does).
 * **MTEB rows have no scores.** They are the *input* of teacher scoring: with ``require_scores=True`` reading
   them fails and tells you to run ``recipes/score_teacher.py`` first.
-* **Duplicates are kept.** The same passage twice in one group is two candidates (retrievers do return
-  duplicates, and the teacher scored both); nothing is deduplicated.
+* **Labels are 1, 0 or -1.** ``labels``/``label`` take ``1`` (relevant), ``0`` (not relevant) or ``-1``
+  (unknown, e.g. a mined candidate nobody judged). ``losses.hard_label_cross_entropy`` leaves ``-1`` out of its
+  softmax; the metrics count it as non-relevant (as they do ``0``), like sentence-transformers' evaluators.
+  Graded labels are refused: binarise them first.
+* **Duplicates are dropped, conflicts are errors.** The same passage text twice for one query (retrievers
+  return duplicates; FlagEmbedding ``pos``/``neg`` lists sometimes overlap) is kept once: the first copy, with
+  its score, and a known label wins over ``-1``. Reading a file logs one warning with the number dropped. A
+  passage labelled ``1`` in one copy and ``0`` in another is an error: the collator scores a repeated pair once,
+  so the metrics would see a relevant and a non-relevant candidate tied.
+* **Passages must have text.** Empty or whitespace-only passages (like queries) are errors.
+* **Scores are raw.** No normalisation or temperature is applied here; losses own those options. Scores must be
+  finite and their square must fit in float32 (``|score| <= ~1.8e19``), since losses compute ``(s - t)**2``.
+  That bound only rejects the hopeless: squared differences and their sums overflow well below it (margin-MSE
+  on a score of 1.5e19 is already ``inf``), so reading a file with scores beyond ``|score| > 1e4`` (no real
+  teacher gives those) logs one warning.
+* **Hub datasets offline.** A Hub name is read with ``datasets.load_dataset``; if that fails (e.g. with
+  ``HF_HUB_OFFLINE=1``, where ``datasets`` only reads its own Arrow cache), the dataset repo is looked up in the
+  ``huggingface_hub`` cache (``hf download --repo-type dataset NAME`` puts it there) and its folder is loaded.
 * **Scores are raw.** No normalisation or temperature is applied here; losses own those options.
 * **Where errors point.** Every problem raises one :class:`DataFormatError` whose message reads
   ``"{file}:{line}: field '{field}': {problem}. Fix: {fix}"``. ``line`` is 1-based for JSONL and JSON files;
@@ -51,7 +67,7 @@ import numbers
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +88,11 @@ FORMAT_FIELDS = {
 }
 
 _FLOAT32_MAX = 3.4028234663852886e38  # scores are stored as fp32; a larger finite float64 would become inf
+# Losses compute (s - t)**2 in fp32: a score whose square is above the float32 range turns the loss into inf.
+_MAX_ABS_SCORE = math.sqrt(_FLOAT32_MAX)  # ~1.84e19
+# Far beyond any real teacher (logits ~ +-20, cosines in [-1, 1]): such scores are usually a bug upstream.
+_LARGE_SCORE = 1e4
+UNKNOWN_LABEL = -1
 _SCORE_TEACHER_FIX = (
     "run recipes/score_teacher.py on this file first to add teacher scores, "
     "or pass require_scores=False to read labels only"
@@ -99,11 +120,13 @@ class RankingGroup:
 
     Attributes:
         query: the query text (non-empty).
-        passages: the ``N >= 1`` candidates, in the order the source gave them. Duplicates are kept: they are
-            separate candidates.
+        passages: the ``N >= 1`` non-empty candidates, in the order the source gave them. :func:`read_groups`
+            keeps one copy of a repeated passage; a group built in code may repeat one (it is scored once by the
+            collators) but not with labels 1 and 0.
         scores: ``N`` raw teacher scores (e.g. ``logit(yes) - logit(no)`` for Qwen3-Reranker), or ``None``
             when the group has not been scored yet.
-        labels: ``N`` binary relevance labels (1 relevant, 0 not), or ``None`` when unknown.
+        labels: ``N`` relevance labels (1 relevant, 0 not relevant, -1 unknown), or ``None`` when all are
+            unknown.
     """
 
     query: str
@@ -162,11 +185,20 @@ class _Row:
         value = self.require(field, "the passage text")
         if not isinstance(value, str):
             raise self.error(field, f"expected a string, got {_type_name(value)}", "write the passage as a JSON string")
+        self._check_not_blank(field, value)
         return value
+
+    def _check_not_blank(self, field: str, value: str) -> None:
+        # An empty passage still gets a teacher score and a place in the softmax, but carries no text to learn from.
+        if not value.strip():
+            problem = "is an empty string" if not value else "is empty (whitespace only)"
+            fix = "drop this candidate (with its score and label) or fill in the passage text"
+            raise self.error(field, problem, fix)
 
     def texts(self, field: str, accept_single: bool = False) -> list[str]:
         value = self.require(field, "the list of passage texts")
         if accept_single and isinstance(value, str):
+            self._check_not_blank(field, value)
             return [value]
         if not isinstance(value, (list, tuple)):
             raise self.error(
@@ -181,6 +213,7 @@ class _Row:
                     f"item {i} is {_type_name(item)} {item!r}, not a string",
                     "write every passage as a JSON string",
                 )
+            self._check_not_blank(f"{field}[{i}]", item)
         return list(value)
 
     def _score(self, field: str, value: Any, index: int | None) -> float:
@@ -198,9 +231,12 @@ class _Row:
                 f"{at}is {score}; teacher scores must be finite",
                 "re-score this query (an fp16 teacher can overflow; score in bf16/fp32) or drop the row",
             )
-        if abs(score) > _FLOAT32_MAX:
+        if abs(score) > _MAX_ABS_SCORE:
             raise self.error(
-                field, f"{at}is {score}, outside the float32 range scores are stored in", "rescale or re-score"
+                field,
+                f"{at}is {score}; its square overflows float32 (|score| > {_MAX_ABS_SCORE:.3g}), so squared-error "
+                f"losses such as (s - t)**2 become inf",
+                "rescale or re-score (raw reranker logits are about +-20, cosines within [-1, 1])",
             )
         return score
 
@@ -229,13 +265,14 @@ class _Row:
 
     def _label(self, field: str, value: Any, index: int | None) -> int:
         at = "" if index is None else f"item {index} "
-        # Accept 0/1 however it is spelled (int, bool, 1.0); anything else is a graded label we cannot use.
-        if isinstance(value, numbers.Real) and value in (0, 1):
+        # Accept 1/0/-1 however it is spelled (int, bool, 1.0); anything else is a graded label we cannot use.
+        if isinstance(value, numbers.Real) and value in (1, 0, UNKNOWN_LABEL):
             return int(value)
         raise self.error(
             field,
-            f"{at}is {_type_name(value)} {value!r}; labels must be 0 or 1",
-            "write 1 for relevant and 0 for not relevant (binarise graded labels first), or leave labels out",
+            f"{at}is {_type_name(value)} {value!r}; labels must be 1, 0 or -1 (unknown)",
+            "write 1 for relevant, 0 for not relevant and -1 for unknown (binarise graded labels first), "
+            "or leave labels out",
         )
 
     def label(self, field: str) -> int:
@@ -245,7 +282,7 @@ class _Row:
         value = self.row[field]
         if not isinstance(value, (list, tuple)):
             raise self.error(
-                field, f"expected a list of 0/1, got {_type_name(value)}", "write labels as a JSON list of 0/1"
+                field, f"expected a list of 1/0/-1, got {_type_name(value)}", "write labels as a JSON list of 1/0/-1"
             )
         labels = [self._label(field, item, i) for i, item in enumerate(value)]
         if len(labels) != length:
@@ -308,7 +345,11 @@ def detect_format(row: dict, source: str = "<row>", place: str | None = None) ->
     return fmt
 
 
-def _read_listwise(r: _Row, require_scores: bool) -> RankingGroup:
+def _item_names(field: str, count: int) -> list[str]:
+    return [f"{field}[{i}]" for i in range(count)]
+
+
+def _read_listwise(r: _Row, require_scores: bool) -> tuple[RankingGroup, list[str]]:
     query = r.query()
     passages = r.non_empty("passages", r.texts("passages"))
     scores = None
@@ -317,10 +358,10 @@ def _read_listwise(r: _Row, require_scores: bool) -> RankingGroup:
     if r.has("scores"):
         scores = r.scores("scores", len(passages), "passages")
     labels = r.labels("labels", len(passages), "passages") if r.has("labels") else None
-    return RankingGroup(query, passages, scores, labels)
+    return RankingGroup(query, passages, scores, labels), _item_names("passages", len(passages))
 
 
-def _read_pairwise(r: _Row, require_scores: bool) -> RankingGroup:
+def _read_pairwise(r: _Row, require_scores: bool) -> tuple[RankingGroup, list[str]]:
     query = r.query()
     passages = [r.text("positive"), r.text("negative")]
     if r.has("positive_score") or r.has("negative_score"):
@@ -331,25 +372,31 @@ def _read_pairwise(r: _Row, require_scores: bool) -> RankingGroup:
         scores = [r.score("score"), 0.0]
     else:
         scores = None
-    return RankingGroup(query, passages, scores, [1, 0])
+    return RankingGroup(query, passages, scores, [1, 0]), ["positive", "negative"]
 
 
-def _read_mteb(r: _Row, require_scores: bool) -> RankingGroup:
+def _list_or_single_names(r: _Row, field: str, count: int) -> list[str]:
+    return [field] if isinstance(r.row[field], str) else _item_names(field, count)
+
+
+def _read_mteb(r: _Row, require_scores: bool) -> tuple[RankingGroup, list[str]]:
     query = r.query()
     positive = r.texts("positive", accept_single=True)
     negative = r.texts("negative", accept_single=True)
     passages = r.non_empty("positive", positive + negative)
-    return RankingGroup(query, passages, None, [1] * len(positive) + [0] * len(negative))
+    names = _list_or_single_names(r, "positive", len(positive)) + _list_or_single_names(r, "negative", len(negative))
+    return RankingGroup(query, passages, None, [1] * len(positive) + [0] * len(negative)), names
 
 
-def _read_flagembedding(r: _Row, require_scores: bool) -> RankingGroup:
+def _read_flagembedding(r: _Row, require_scores: bool) -> tuple[RankingGroup, list[str]]:
     query = r.query()
     pos, neg = r.texts("pos"), r.texts("neg")
     passages = r.non_empty("pos", pos + neg)
     scores = None
     if require_scores or r.has("pos_scores") or r.has("neg_scores"):
         scores = r.scores("pos_scores", len(pos), "pos") + r.scores("neg_scores", len(neg), "neg")
-    return RankingGroup(query, passages, scores, [1] * len(pos) + [0] * len(neg))
+    names = _item_names("pos", len(pos)) + _item_names("neg", len(neg))
+    return RankingGroup(query, passages, scores, [1] * len(pos) + [0] * len(neg)), names
 
 
 _ROW_READERS = {
@@ -359,13 +406,73 @@ _ROW_READERS = {
     "flagembedding": _read_flagembedding,
 }
 
+_CONFLICT_FIX = (
+    "a passage cannot be both relevant and not relevant for one query: remove the wrong copy "
+    "(e.g. FlagEmbedding pos and neg lists must not overlap) or mark it -1 (unknown)"
+)
+
+
+def _conflict_error(r: _Row, field: str, here: int, there: int, first: str) -> DataFormatError:
+    return r.error(field, f"is the same passage as {first} but labelled {here} here and {there} there", _CONFLICT_FIX)
+
+
+@dataclass
+class _Duplicates:
+    """Per-file count of repeated passages dropped from their group, for one warning at the end of the file."""
+
+    dropped: int = 0
+    other_score: int = 0  # of those, how many had a different teacher score than the copy that was kept
+
+    def count(self, kept_score: float | None, dropped_score: float | None) -> None:
+        self.dropped += 1
+        self.other_score += kept_score != dropped_score
+
+
+def _drop_duplicates(r: _Row, group: RankingGroup, names: list[str], duplicates: _Duplicates | None) -> RankingGroup:
+    """Keep the first copy of each passage text in ``group`` (its score; a known label over -1).
+
+    A copy labelled 1 where another is labelled 0 is an error: the collator scores both copies once, so MAP would
+    see a relevant and a non-relevant candidate tied. With ``duplicates=None`` (groups built in code) nothing is
+    dropped; only conflicts are checked.
+    """
+    first: dict[str, int] = {}
+    labels = None if group.labels is None else list(group.labels)
+    keep: list[int] = []
+    for j, passage in enumerate(group.passages):
+        i = first.setdefault(passage, j)
+        if i == j:
+            keep.append(j)
+            continue
+        if labels is not None:
+            if {labels[i], labels[j]} == {0, 1}:
+                raise _conflict_error(r, names[j], labels[j], labels[i], names[i])
+            if labels[i] == UNKNOWN_LABEL:
+                labels[i] = labels[j]
+        if duplicates is not None and group.scores is not None:
+            duplicates.count(group.scores[i], group.scores[j])
+        elif duplicates is not None:
+            duplicates.count(None, None)
+    if duplicates is None or len(keep) == len(group.passages):
+        return group
+    return RankingGroup(
+        group.query,
+        [group.passages[i] for i in keep],
+        None if group.scores is None else [group.scores[i] for i in keep],
+        None if labels is None else [labels[i] for i in keep],
+    )
+
 
 class _PointwiseGrouper:
-    """Collects pointwise rows into groups by query, in first-seen order of queries and passages."""
+    """Collects pointwise rows into groups by query, in first-seen order of queries and passages.
+
+    A passage seen again for the same query is dropped (counted in ``duplicates``), keeping the first row's score.
+    """
 
     def __init__(self) -> None:
         self.groups: dict[str, RankingGroup] = {}
         self.first_place: dict[str, str] = {}
+        self.passage_index: dict[str, dict[str, tuple[int, str]]] = {}  # query -> passage -> (index, place)
+        self.duplicates = _Duplicates()
 
     def add(self, r: _Row, require_scores: bool) -> None:
         query = r.query()
@@ -378,23 +485,39 @@ class _PointwiseGrouper:
                 query, [passage], None if score is None else [score], None if label is None else [label]
             )
             self.first_place[query] = r.place
+            self.passage_index[query] = {passage: (0, r.place)}
             return
         # A group is either scored (labelled) throughout or not at all; a half-scored group has no meaning.
         for field, value, values in (("score", score, group.scores), ("label", label, group.labels)):
             if (value is None) != (values is None):
                 state = "missing here but given" if value is None else "given here but missing"
-                first = self.first_place[query]
-                first = f"line {first}" if first.isdigit() else first
+                first = _place_name(self.first_place[query])
                 raise r.error(
                     field,
                     f"{state} on {first} for the same query",
                     f"give '{field}' on every row of a query or on none",
                 )
+        seen = self.passage_index[query].get(passage)
+        if seen is not None:
+            index, place = seen
+            if label is not None:
+                if {label, group.labels[index]} == {0, 1}:
+                    first = f"{_place_name(place)} for the same query"
+                    raise _conflict_error(r, "passage", label, group.labels[index], first)
+                if group.labels[index] == UNKNOWN_LABEL:
+                    group.labels[index] = label
+            self.duplicates.count(None if score is None else group.scores[index], score)
+            return
+        self.passage_index[query][passage] = (len(group.passages), r.place)
         group.passages.append(passage)
         if score is not None:
             group.scores.append(score)
         if label is not None:
             group.labels.append(label)
+
+
+def _place_name(place: str) -> str:
+    return f"line {place}" if place.isdigit() else place
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -565,14 +688,35 @@ def _iter_source(source: str, split: str) -> Iterator[tuple[str, dict]]:
         dataset = datasets.load_dataset(path, split=split)
     # load_dataset raises many types (not found, offline, bad split, auth); each means the same thing here.
     except Exception as err:
-        raise DataFormatError(
-            path,
-            None,
-            None,
-            f"not a local file or directory, and loading it as a Hub dataset failed ({type(err).__name__}: {err})",
-            "check the path, or the Hub dataset name, split and your network/HF_HUB_OFFLINE setting",
-        ) from err
+        # Offline, datasets only reads its own Arrow cache, not a repo fetched with `hf download --repo-type
+        # dataset` into the huggingface_hub cache; so look there before giving up.
+        try:
+            dataset = datasets.load_dataset(_hub_cache_snapshot(path), split=split)
+        except Exception as cache_err:
+            raise DataFormatError(
+                path,
+                None,
+                None,
+                f"not a local file or directory; loading it as a Hub dataset failed "
+                f"(load_dataset: {_one_line(err)}), and so did reading it from the huggingface_hub cache "
+                f"(snapshot_download(repo_type='dataset', local_files_only=True): {_one_line(cache_err)})",
+                f"check the path, or the Hub dataset name and split; without network (HF_HUB_OFFLINE=1) fetch it "
+                f"first with `hf download --repo-type dataset {path}`",
+            ) from err
+        logger.info("%s: load_dataset failed (%s); read it from the huggingface_hub cache", path, _one_line(err))
     return _iter_dataset(dataset)
+
+
+def _hub_cache_snapshot(name: str) -> str:
+    """The folder of the cached snapshot of Hub dataset ``name``; raises if it is not in the local cache."""
+    import huggingface_hub
+
+    return huggingface_hub.snapshot_download(name, repo_type="dataset", local_files_only=True)
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -588,7 +732,8 @@ def read_groups(
     Args:
         source: a ``.jsonl``, ``.json`` (JSON array of rows, or JSON lines) or ``.parquet`` file; a directory
             written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk`` (or a folder of data files); or a
-            Hub dataset name, loaded with ``datasets.load_dataset(source, split=split)``.
+            Hub dataset name, loaded with ``datasets.load_dataset(source, split=split)`` or, when that fails
+            (offline), from its snapshot in the ``huggingface_hub`` cache.
         format: one of :data:`FORMATS`, or ``"auto"`` to detect it from the first row's keys. Every row must
             then be in that format.
         split: the split to read from a ``DatasetDict`` directory or a Hub dataset; ignored for single files.
@@ -596,7 +741,9 @@ def read_groups(
             labels-only data, e.g. MTEB reranking rows before teacher scoring or an evaluation set.
 
     Returns:
-        The groups, in file order (pointwise rows: in first-seen order of their queries).
+        The groups, in file order (pointwise rows: in first-seen order of their queries). A passage repeated
+        within a group is kept once (first copy and score); one warning on the ``hf_distill`` logger counts the
+        copies dropped, and another the scores above ``|score| > 1e4``.
 
     Raises:
         DataFormatError: on the first problem, naming file, line (or row), field and the fix.
@@ -609,6 +756,7 @@ def read_groups(
     fmt = None if format == "auto" else format
     groups: list[RankingGroup] = []
     pointwise = _PointwiseGrouper()
+    duplicates = _Duplicates()
     for place, row in _iter_source(source, split):
         if fmt is None:
             fmt = detect_format(row, source, place)
@@ -624,12 +772,38 @@ def read_groups(
         if fmt == "pointwise":
             pointwise.add(r, require_scores)
         else:
-            groups.append(_ROW_READERS[fmt](r, require_scores))
+            group, names = _ROW_READERS[fmt](r, require_scores)
+            groups.append(_drop_duplicates(r, group, names, duplicates))
     if fmt is None:
         raise DataFormatError(
             source, None, None, "has no rows", "check that the file was fully written (did the scoring job finish?)"
         )
-    return list(pointwise.groups.values()) if fmt == "pointwise" else groups
+    if fmt == "pointwise":
+        groups, duplicates = list(pointwise.groups.values()), pointwise.duplicates
+    _warn_about_file(source, groups, duplicates)
+    return groups
+
+
+def _warn_about_file(source: str, groups: list[RankingGroup], duplicates: _Duplicates) -> None:
+    """One warning per file and kind: dropped duplicate passages, and scores too large to be a teacher's."""
+    if duplicates.dropped:
+        logger.warning(
+            "%s: dropped %d duplicate passages (the same text twice for one query; kept the first copy and its "
+            "score, %d dropped copies had a different score)",
+            source,
+            duplicates.dropped,
+            duplicates.other_score,
+        )
+    large = [abs(s) for group in groups for s in (group.scores or ()) if abs(s) > _LARGE_SCORE]
+    if large:
+        logger.warning(
+            "%s: %d teacher scores have |score| > 1e4 (largest %.3g); squared-error losses compute (s - t)**2, "
+            "which is dominated by such values and overflows above ~1.8e19. Check that these are raw teacher "
+            "logits or cosines (typically within +-20), or rescale them",
+            source,
+            len(large),
+            max(large),
+        )
 
 
 def _check_group(group: RankingGroup, index: int) -> None:
@@ -641,6 +815,7 @@ def _check_group(group: RankingGroup, index: int) -> None:
         r.scores("scores", len(group.passages), "passages")
     if group.labels is not None:
         r.labels("labels", len(group.passages), "passages")
+    _drop_duplicates(r, group, _item_names("passages", len(group.passages)), None)  # conflicts only
 
 
 def groups_to_dataset(groups: Iterable[RankingGroup]) -> datasets.Dataset:
@@ -648,7 +823,7 @@ def groups_to_dataset(groups: Iterable[RankingGroup]) -> datasets.Dataset:
 
     Columns: ``query`` (str), ``passages`` (list[str]), ``scores`` (list[float32]; zeros when the group is
     unscored, so only use unscored groups where teacher scores are not read, e.g. evaluation with labels)
-    and ``labels`` (list[int64]; ``-1`` everywhere when unknown).
+    and ``labels`` (list[int64]: 1 relevant, 0 not, ``-1`` unknown; ``-1`` everywhere when the group has none).
     """
     columns: dict[str, list] = {"query": [], "passages": [], "scores": [], "labels": []}
     for index, group in enumerate(groups):
@@ -706,6 +881,87 @@ def load_ranking_dataset(
             min_candidates,
         )
     return groups_to_dataset(kept)
+
+
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+_NAME_FIX = "give each eval set its own name with name=path, e.g. in_domain=data/x/test_scored.jsonl"
+
+
+def _split_named(entry: str) -> tuple[str | None, str]:
+    """``"name=path"`` -> (name, path) when the left side has no ``/``; otherwise (None, entry)."""
+    name, sep, path = entry.partition("=")
+    if sep and "/" not in name and "\\" not in name:
+        return name, path
+    return None, entry
+
+
+def _default_name(path: str) -> tuple[str, str]:
+    """(stem, parent folder name) of a file path; (last component, parent) of a directory or Hub name."""
+    parts = Path(path.rstrip("/\\") or path)
+    stem = parts.name
+    if not os.path.isdir(path):
+        # Strip data-file suffixes (also 'x.jsonl.gz'); a Hub name or folder like 'org/name.v2' keeps its dots.
+        while Path(stem).suffix.lower() in _LOCAL_LOOKING_SUFFIXES and Path(stem).stem:
+            stem = Path(stem).stem
+    return stem, parts.parent.name
+
+
+def eval_set_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """A unique display name for each eval source, usable as a metric prefix (``eval_<name>_map``).
+
+    Rules, per entry, in input order:
+
+    * ``name=path`` (an ``=`` whose left side has no ``/``) names the set explicitly;
+    * otherwise the name is the file stem (``data/x/test_scored.jsonl`` -> ``test_scored``), or the last path
+      component of a directory or Hub dataset name (``mteb/scidocs-reranking`` -> ``scidocs-reranking``);
+    * entries without an explicit name that share a stem are each named ``<parent folder>_<stem>``
+      (``stackoverflowdupquestions_test_scored``, ``scidocs_test_scored``);
+    * characters outside ``[A-Za-z0-9_.-]`` become ``_``.
+
+    Args:
+        paths: eval files, directories or Hub dataset names, each optionally as ``name=path``.
+
+    Returns:
+        ``{name: path}`` in input order, ``path`` without its ``name=`` part.
+
+    Raises:
+        DataFormatError: (a ``ValueError``) when an explicit name is empty, or two entries still end up with the
+            same name; the message names both entries and the fix (``name=path``).
+
+    Example::
+
+        >>> eval_set_names(["data/so/test.jsonl", "data/scidocs/test.jsonl", "ood=mteb/x"])
+        {'so_test': 'data/so/test.jsonl', 'scidocs_test': 'data/scidocs/test.jsonl', 'ood': 'mteb/x'}
+    """
+    entries = [os.fspath(entry) for entry in paths]
+    explicit, sources = zip(*(_split_named(entry) for entry in entries)) if entries else ((), ())
+    for entry, name in zip(entries, explicit):
+        if name is not None and not name.strip():
+            raise DataFormatError(entry, None, None, "the eval set name before '=' is empty", _NAME_FIX)
+    defaults = [_default_name(source) for source in sources]
+    stem_count: dict[str, int] = {}
+    for name, (stem, _) in zip(explicit, defaults):
+        if name is None:
+            stem_count[stem] = stem_count.get(stem, 0) + 1
+    names: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for entry, name, source, (stem, parent) in zip(entries, explicit, sources, defaults):
+        if name is None:
+            name = f"{parent}_{stem}" if stem_count[stem] > 1 and parent else stem
+        name = _UNSAFE_NAME_CHARS.sub("_", name.strip())
+        if not name:
+            raise DataFormatError(repr(entry), None, None, "gives no eval set name (empty path)", _NAME_FIX)
+        if name in names:
+            raise DataFormatError(
+                entry,
+                None,
+                None,
+                f"its eval set name {name!r} is also the name of eval set {owner[name]!r} "
+                f"(names must be unique: they prefix the metrics)",
+                _NAME_FIX,
+            )
+        names[name], owner[name] = source, entry
+    return names
 
 
 def write_listwise_jsonl(groups: Iterable[RankingGroup], path: str | os.PathLike) -> Path:
@@ -791,3 +1047,4 @@ def build_reference_triplets(
                     }
                 )
     return triplets
+

@@ -38,6 +38,7 @@ gain-based evaluation of IR techniques*, TOIS 2002 (NDCG).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,8 @@ from scipy.special import gammaln
 from scipy.stats import kendalltau, rankdata
 
 __all__ = ["ranking_metrics", "teacher_agreement", "compute_ranking_metrics"]
+
+logger = logging.getLogger("hf_distill")
 
 # The Trainer fills every tensor of every eval batch up to the widest batch with this value.
 TRAINER_PADDING_INDEX = -100
@@ -293,7 +296,7 @@ def teacher_agreement(student_scores: Any, teacher_scores: Any, mask: Any) -> di
     return {"spearman": float(spearman.mean()), "kendall": float(kendall.mean())}
 
 
-def compute_ranking_metrics(eval_pred: Any, k: int = 10) -> dict[str, float]:
+def compute_ranking_metrics(eval_pred: Any, k: int = 10, eval_set_name: str | None = None) -> dict[str, float]:
     """``compute_metrics`` for ``transformers.Trainer``: student and teacher ranking quality plus their agreement.
 
     Args:
@@ -301,12 +304,24 @@ def compute_ranking_metrics(eval_pred: Any, k: int = 10) -> dict[str, float]:
             ``predictions`` = student scores ``[B, N]`` (a tuple whose first element is that matrix also works) and
             ``label_ids = (teacher_scores [B, N], labels [B, N], mask [B, N])``.
         k: cut-off of MRR and NDCG; bind it with ``functools.partial(compute_ranking_metrics, k=5)``.
+        eval_set_name: only named in the warnings below, so a log with several eval sets says which one it was.
 
     Returns:
-        ``map``, ``mrr@k``, ``ndcg@k``, ``num_queries`` of the student and ``teacher_map``, ``teacher_mrr@k``,
-        ``teacher_ndcg@k`` of the teacher (the ceiling a perfect imitation would reach), when at least one group
-        has a relevant and a non-relevant candidate; always ``spearman`` and ``kendall`` (``teacher_agreement``).
-        The Trainer prefixes them with ``eval_``.
+        Always ``map``, ``mrr@k``, ``ndcg@k``, ``num_queries`` of the student and ``spearman``, ``kendall``
+        (``teacher_agreement``); ``teacher_map``, ``teacher_mrr@k``, ``teacher_ndcg@k`` of the teacher (the
+        ceiling a perfect imitation would reach) only when at least one group has a relevant and a non-relevant
+        candidate. The Trainer prefixes them with ``eval_``.
+
+    This never raises on the data of an evaluation, so a periodic eval cannot kill a long training run; instead
+    it logs one warning on the ``hf_distill`` logger saying why some values are ``nan``:
+
+    * no group has both a labelled relevant (``label > 0``) and a non-relevant candidate (labels all 0, all 1 or
+      all unknown): ``map``/``mrr@k``/``ndcg@k`` are ``nan`` and ``num_queries`` is 0, so a
+      ``metric_for_best_model`` such as ``eval_x_map`` still finds its key;
+    * some real student scores are NaN or infinite (a diverged student): the student's ``map``, ``mrr@k``,
+      ``ndcg@k``, ``spearman`` and ``kendall`` are ``nan`` for this evaluation (``num_queries`` still counts the
+      labelled groups, the teacher's metrics are unaffected);
+    * some real teacher scores are non-finite: the ``teacher_*`` metrics and the agreement are ``nan``.
 
     The Trainer concatenates eval batches of different widths by padding every tensor with ``-100``. A real
     candidate is therefore one with ``mask > 0`` *and* ``labels != -100``: a boolean mask padded with ``-100``
@@ -324,17 +339,52 @@ def compute_ranking_metrics(eval_pred: Any, k: int = 10) -> dict[str, float]:
             f"tuple (teacher_scores, labels, mask). Fix: set `label_names=['teacher_scores', 'labels', 'mask']` "
             f"in the TrainingArguments so the Trainer collects those three batch keys."
         )
-    student = _to_numpy(predictions, "predictions")
-    teacher = _to_numpy(label_ids[0], "label_ids[0] (teacher_scores)")
+    student = _to_numpy(predictions, "predictions").astype(np.float64)
+    teacher = _to_numpy(label_ids[0], "label_ids[0] (teacher_scores)").astype(np.float64)
     labels = _to_numpy(label_ids[1], "label_ids[1] (labels)")
     mask = (_to_numpy(label_ids[2], "label_ids[2] (mask)") > 0) & (labels != TRAINER_PADDING_INDEX)
     _check_shapes(predictions=student, teacher_scores=teacher, labels=labels, mask=mask)
 
+    keys = ("map", f"mrr@{k}", f"ndcg@{k}")
+    nan_ranking = {key: float("nan") for key in keys}
+    num_real = int(mask.sum())
+    student_bad = int((mask & ~np.isfinite(student)).sum())
+    teacher_bad = int((mask & ~np.isfinite(teacher)).sum())
+    relevant = mask & (labels > 0)
+    num_queries = int(((relevant.sum(axis=1) > 0) & (relevant.sum(axis=1) < mask.sum(axis=1))).sum())
+    problems = []
+    if num_queries == 0:
+        problems.append(
+            f"none of the {int(mask.any(axis=1).sum())} queries has both a labelled positive (label > 0) and a "
+            f"negative candidate (labels all 0, all 1 or unknown -1), so {'/'.join(keys)} are NaN and num_queries "
+            f"is 0. Fix: evaluate on a set with relevance labels, or choose metric_for_best_model among "
+            f"spearman/kendall"
+        )
+    if student_bad:
+        problems.append(
+            f"{student_bad} of {num_real} student scores are non-finite (NaN or inf), so the student's "
+            f"{'/'.join(keys)}/spearman/kendall are NaN for this evaluation. Fix: training has probably diverged; "
+            f"lower the learning rate or use bf16 instead of fp16"
+        )
+    if teacher_bad:
+        problems.append(
+            f"{teacher_bad} of {num_real} teacher scores are non-finite (NaN or inf), so teacher_* and "
+            f"spearman/kendall are NaN for this evaluation. Fix: re-score the eval file (teacher scores must be finite)"
+        )
+    if problems:
+        where = "" if eval_set_name is None else f" on eval set {eval_set_name!r}"
+        logger.warning("compute_ranking_metrics%s: %s.", where, "; ".join(problems))
+
     metrics: dict[str, float] = {}
-    student_ranking = ranking_metrics(student, labels, mask, k=k)
-    if student_ranking["num_queries"] > 0:
-        teacher_ranking = ranking_metrics(teacher, labels, mask, k=k)
-        metrics.update(student_ranking)
-        metrics.update({f"teacher_{key}": value for key, value in teacher_ranking.items() if key != "num_queries"})
-    metrics.update(teacher_agreement(student, teacher, mask))
+    if student_bad:
+        metrics.update({**nan_ranking, "num_queries": num_queries})
+    else:
+        metrics.update(ranking_metrics(student, labels, mask, k=k))
+    if num_queries > 0:
+        teacher_ranking = nan_ranking if teacher_bad else ranking_metrics(teacher, labels, mask, k=k)
+        metrics.update({f"teacher_{key}": teacher_ranking[key] for key in keys})
+    if student_bad or teacher_bad:
+        metrics.update({"spearman": float("nan"), "kendall": float("nan")})
+    else:
+        metrics.update(teacher_agreement(student, teacher, mask))
     return metrics

@@ -3,6 +3,9 @@
 import json
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch the network from tests
 
@@ -18,6 +21,7 @@ from hf_distill.data import (
     RankingGroup,
     build_reference_triplets,
     detect_format,
+    eval_set_names,
     groups_to_dataset,
     load_ranking_dataset,
     read_groups,
@@ -236,7 +240,9 @@ GOOD = json.dumps(LISTWISE_ROWS[0])
         ('{"query": "q", "passages": ["a"], "scores": [1e400]}', "scores", "item 0 is inf"),
         ('{"query": "q", "passages": ["a", "b"], "scores": [1.0]}', "scores", "has 1 values but 'passages' has 2"),
         ('{"query": "q", "passages": ["a"], "scores": [1.0], "labels": [1, 0]}', "labels", "has 2 values but"),
-        ('{"query": "q", "passages": ["a"], "scores": [1.0], "labels": [2]}', "labels", "labels must be 0 or 1"),
+        ('{"query": "q", "passages": ["a"], "scores": [1.0], "labels": [2]}', "labels", "labels must be 1, 0 or -1"),
+        ('{"query": "q", "passages": ["a"], "scores": [1e30]}', "scores", "item 0 is 1e+30; its square overflows"),
+        ('{"query": "q", "passages": ["a", "b"], "scores": [1.0, -2e19]}', "scores", "item 1 is -2e+19; its square"),
         ('["q", ["a"], [1.0]]', None, "expected a JSON object, got list"),
     ],
 )
@@ -380,3 +386,268 @@ def test_reference_triplets_shrink_top_k_for_short_groups_and_skip_singletons():
 def test_reference_triplets_need_teacher_scores():
     with pytest.raises(DataFormatError, match=r"group 0: field 'scores'.*score_teacher"):
         build_reference_triplets([RankingGroup("q", ["a", "b"])])
+
+
+# --- finding #15: passages, duplicates, unknown labels, huge scores ------------------------------------------
+
+
+def hf_distill_warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "hf_distill"]
+
+
+@pytest.mark.parametrize(
+    "row, field",
+    [
+        ({"query": "q", "passages": ["a", " \t"], "scores": [1.0, 2.0]}, "passages[1]"),
+        ({"query": "q", "passages": [""], "scores": [1.0]}, "passages[0]"),
+        ({"query": "q", "passage": "  ", "score": 1.0}, "passage"),
+        ({"query": "q", "positive": "a", "negative": "", "score": 1.0}, "negative"),
+        ({"query": "q", "positive": ["a"], "negative": ["b", "\n"]}, "negative[1]"),
+        ({"query": "q", "pos": [""], "neg": ["b"], "pos_scores": [1.0], "neg_scores": [0.0]}, "pos[0]"),
+    ],
+)
+def test_empty_or_whitespace_passages_are_rejected_in_every_format(tmp_path, row, field):
+    path = write_rows(tmp_path / "blank.jsonl", [row])
+    with pytest.raises(DataFormatError) as err:
+        read_groups(path, require_scores=False)
+    message = str(err.value)
+    assert message.startswith(f"{path}:1: field '{field}': is "), message
+    assert "empty" in message and "Fix: " in message and "\n" not in message
+
+
+def test_in_memory_groups_with_an_empty_passage_are_rejected():
+    with pytest.raises(DataFormatError, match=r"<groups>:group 0: field 'passages\[1\]': is .*empty"):
+        groups_to_dataset([RankingGroup("q", ["a", "   "], [1.0, 2.0])])
+
+
+def test_duplicate_passages_with_equal_labels_keep_the_first_and_warn_once_per_file(tmp_path, caplog):
+    rows = [
+        {
+            "query": "q1",
+            "passages": ["a", "b", "a", "b", "c"],
+            "scores": [1.0, 2.0, 3.0, 2.0, 5.0],
+            "labels": [1, 0, 1, 0, 0],
+        },
+        {"query": "q2", "passages": ["x", "x"], "scores": [1.0, 1.0]},  # no labels
+        # unknown first, then 1: the kept copy takes the known label
+        {"query": "q3", "passages": ["u", "v", "u"], "scores": [0.5, 0.0, 0.7], "labels": [-1, 0, 1]},
+    ]
+    path = write_rows(tmp_path / "dups.jsonl", rows)
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        groups = read_groups(path)
+    assert groups == [
+        RankingGroup("q1", ["a", "b", "c"], [1.0, 2.0, 5.0], [1, 0, 0]),  # the first score wins (1.0, not 3.0)
+        RankingGroup("q2", ["x"], [1.0], None),
+        RankingGroup("q3", ["u", "v"], [0.5, 0.0], [1, 0]),  # a known label replaces the unknown one
+    ]
+    (message,) = hf_distill_warnings(caplog)
+    assert str(path) in message and "dropped 4 duplicate passages" in message
+
+
+def test_pointwise_duplicate_rows_keep_the_first(tmp_path, caplog):
+    rows = [
+        {"query": "q", "passage": "a", "score": 1.0, "label": 1},
+        {"query": "q", "passage": "b", "score": 0.0, "label": 0},
+        {"query": "q", "passage": "a", "score": 9.0, "label": 1},
+    ]
+    path = write_rows(tmp_path / "pw.jsonl", rows)
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        assert read_groups(path) == [RankingGroup("q", ["a", "b"], [1.0, 0.0], [1, 0])]
+    (message,) = hf_distill_warnings(caplog)
+    assert "dropped 1 duplicate passage" in message
+
+
+def test_no_duplicates_no_warning(tmp_path, caplog):
+    path = _as_jsonl(tmp_path, LISTWISE_ROWS)
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        read_groups(path)
+    assert hf_distill_warnings(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "rows, place, field, first",
+    [
+        (
+            [{"query": "q", "passages": ["a", "b", "a"], "scores": [1, 2, 3], "labels": [1, 0, 0]}],
+            "1",
+            "passages[2]",
+            "passages[0]",
+        ),
+        (
+            [{"query": "q", "pos": ["a"], "neg": ["b", "a"], "pos_scores": [1], "neg_scores": [0, 0]}],
+            "1",
+            "neg[1]",
+            "pos[0]",
+        ),
+        ([{"query": "q", "positive": ["a", "b"], "negative": ["b"]}], "1", "negative[0]", "positive[1]"),
+        ([{"query": "q", "positive": "a", "negative": "a", "score": 1.0}], "1", "negative", "positive"),
+        (
+            [
+                {"query": "q", "passage": "a", "score": 1.0, "label": 0},
+                {"query": "q", "passage": "a", "score": 1.0, "label": 1},
+            ],
+            "2",
+            "passage",
+            "line 1",
+        ),
+    ],
+)
+def test_duplicate_passage_with_conflicting_labels_is_an_error(tmp_path, rows, place, field, first):
+    path = write_rows(tmp_path / "conflict.jsonl", rows)
+    with pytest.raises(DataFormatError) as err:
+        read_groups(path, require_scores=False)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{place}: field '{field}': "), message
+    assert first in message and "Fix: " in message
+
+
+def test_in_memory_group_with_conflicting_duplicate_labels_is_rejected():
+    with pytest.raises(DataFormatError, match=r"group 0: field 'passages\[1\]'.*passages\[0\]"):
+        groups_to_dataset([RankingGroup("q", ["a", "a"], [1.0, 1.0], [1, 0])])
+
+
+def test_label_minus_one_means_unknown_in_every_labelled_format(tmp_path):
+    row = {"query": "q", "passages": ["a", "b", "c"], "scores": [3, 2, 1], "labels": [1, -1, 0]}
+    listwise = write_rows(tmp_path / "lw.jsonl", [row])
+    pointwise = write_rows(tmp_path / "pw.jsonl", [{"query": "q", "passage": "a", "score": 1.0, "label": -1}])
+    assert read_groups(listwise) == [RankingGroup("q", ["a", "b", "c"], [3.0, 2.0, 1.0], [1, -1, 0])]
+    assert read_groups(pointwise) == [RankingGroup("q", ["a"], [1.0], [-1])]
+    assert load_ranking_dataset(listwise)[0]["labels"] == [1, -1, 0]
+
+
+def test_huge_scores_warn_once_per_file_and_overflowing_ones_are_rejected(tmp_path, caplog):
+    rows = [
+        {"query": "q1", "passages": ["a", "b"], "scores": [2e4, -3e4]},
+        {"query": "q2", "passages": ["a", "b"], "scores": [1.5e19, 1.0]},  # square still fits in float32
+    ]
+    path = write_rows(tmp_path / "huge.jsonl", rows)
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        assert read_groups(path)[1].scores == [1.5e19, 1.0]
+    (message,) = hf_distill_warnings(caplog)
+    assert str(path) in message and "3 teacher scores" in message and "1e4" in message
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        read_groups(_as_jsonl(tmp_path, LISTWISE_ROWS))
+    assert hf_distill_warnings(caplog) == []
+
+
+# --- Hub datasets from the huggingface_hub cache, offline -----------------------------------------------------
+
+_HUB_CHECK = textwrap.dedent(
+    """
+    import json, sys
+    from hf_distill.data import DataFormatError, read_groups
+    out = {}
+    groups = read_groups("someorg/tiny-reranking", split="test")
+    out["groups"] = [[g.query, g.passages, g.scores, g.labels] for g in groups]
+    try:
+        read_groups("someorg/not-cached", split="test")
+    except DataFormatError as err:
+        out["error"] = str(err)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_hub_dataset_in_the_huggingface_hub_cache_loads_offline(tmp_path):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf_home" / "hub" / "datasets--someorg--tiny-reranking"
+    snapshot = repo / "snapshots" / sha / "data"
+    snapshot.mkdir(parents=True)
+    write_rows(snapshot / "test-00000-of-00001.jsonl", LISTWISE_ROWS)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(data.__file__))),
+    }
+    env.pop("HF_HUB_CACHE", None), env.pop("HF_DATASETS_CACHE", None), env.pop("HUGGINGFACE_HUB_CACHE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", _HUB_CHECK], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["groups"] == [[g.query, g.passages, g.scores, g.labels] for g in EXPECTED_GROUPS]
+    # Neither load_dataset nor the hub cache has it: one error naming both attempts and the fix.
+    assert out["error"].startswith("someorg/not-cached: "), out["error"]
+    assert "load_dataset" in out["error"] and "snapshot_download" in out["error"] and "Fix: " in out["error"]
+    assert "hf download --repo-type dataset someorg/not-cached" in out["error"]
+
+
+# --- eval-set names (finding #1) ------------------------------------------------------------------------------
+
+SEED_EVAL_FILES = [
+    "data/stackoverflowdupquestions/test_scored.jsonl",
+    "data/askubuntudupquestions/test_scored.jsonl",
+    "data/scidocs/test_scored.jsonl",
+]
+
+
+def test_eval_set_names_of_the_seed_configs_are_unique_and_keep_order():
+    names = eval_set_names(SEED_EVAL_FILES)
+    assert list(names.items()) == [
+        ("stackoverflowdupquestions_test_scored", SEED_EVAL_FILES[0]),
+        ("askubuntudupquestions_test_scored", SEED_EVAL_FILES[1]),
+        ("scidocs_test_scored", SEED_EVAL_FILES[2]),
+    ]
+
+
+def test_eval_set_names_use_the_stem_when_unique_and_explicit_names_when_given():
+    names = eval_set_names(
+        [
+            "in_domain=data/so/test_scored.jsonl",
+            "data/x/dev.parquet",
+            "mteb/scidocs-reranking",
+            "data/saved_dir/",
+            "ood=mteb/x",
+        ]
+    )
+    assert names == {
+        "in_domain": "data/so/test_scored.jsonl",
+        "dev": "data/x/dev.parquet",
+        "scidocs-reranking": "mteb/scidocs-reranking",
+        "saved_dir": "data/saved_dir/",
+        "ood": "mteb/x",
+    }
+    assert list(names) == ["in_domain", "dev", "scidocs-reranking", "saved_dir", "ood"]
+
+
+def test_eval_set_names_only_rename_the_colliding_stems_and_keep_equals_signs_inside_paths():
+    names = eval_set_names(["a/test.jsonl", "b/test.jsonl", "c/other.jsonl", "data/k=v/dev.jsonl"])
+    assert names == {
+        "a_test": "a/test.jsonl",
+        "b_test": "b/test.jsonl",
+        "other": "c/other.jsonl",
+        "dev": "data/k=v/dev.jsonl",
+    }
+
+
+def test_eval_set_names_are_safe_metric_prefixes():
+    names = eval_set_names(["my set:v1=data/a.jsonl", "data/dev (copy).jsonl"])
+    assert list(names) == ["my_set_v1", "dev__copy_"]
+    assert names["my_set_v1"] == "data/a.jsonl"
+
+
+@pytest.mark.parametrize(
+    "paths, first, second",
+    [
+        (["data/x/test.jsonl", "data/x/test.jsonl"], "data/x/test.jsonl", "data/x/test.jsonl"),
+        (["one/x/test.jsonl", "two/x/test.jsonl"], "one/x/test.jsonl", "two/x/test.jsonl"),
+        (["dev=a.jsonl", "dev=b.jsonl"], "a.jsonl", "b.jsonl"),
+        (["dev=a.jsonl", "data/dev.jsonl"], "a.jsonl", "data/dev.jsonl"),
+    ],
+)
+def test_eval_set_name_collisions_name_both_paths_and_the_fix(paths, first, second):
+    with pytest.raises(ValueError) as err:
+        eval_set_names(paths)
+    message = str(err.value)
+    assert first in message and second in message and "name=path" in message and "\n" not in message
+
+
+def test_eval_set_name_must_not_be_empty():
+    with pytest.raises(ValueError, match=r"empty.*name=path"):
+        eval_set_names(["=data/a.jsonl"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -373,12 +374,89 @@ def test_compute_ranking_metrics_on_trainer_padded_eval_prediction():
     assert metrics["kendall"] == pytest.approx((-1.0 + 4 / 6) / 2)
 
 
-def test_compute_ranking_metrics_without_labels_reports_only_agreement():
+def test_compute_ranking_metrics_without_labels_reports_agreement_and_nan_ranking_metrics():
     student = np.array([[1.0, 2.0, 3.0]])
     teacher = np.array([[1.0, 2.0, 3.0]])
     unknown = np.full((1, 3), -1)
     eval_pred = EvalPrediction(predictions=(student, np.zeros(1)), label_ids=(teacher, unknown, np.ones((1, 3))))
 
-    assert compute_ranking_metrics(eval_pred) == pytest.approx({"spearman": 1.0, "kendall": 1.0})
+    metrics = compute_ranking_metrics(eval_pred)
+    assert set(metrics) == {"map", "mrr@10", "ndcg@10", "num_queries", "spearman", "kendall"}
+    assert metrics["num_queries"] == 0 and math.isnan(metrics["map"])
+    assert metrics["spearman"] == pytest.approx(1.0) and metrics["kendall"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="label_names"):
         compute_ranking_metrics(EvalPrediction(predictions=student, label_ids=teacher))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# compute_metrics never kills a run: missing labels and non-finite scores give NaN metrics and one warning
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _hf_distill_warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "hf_distill"]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.zeros((2, 3), dtype=int), np.ones((2, 3), dtype=int), np.full((2, 3), -1)],
+    ids=["all_negative", "all_positive", "all_unknown"],
+)
+def test_compute_ranking_metrics_without_scorable_group_emits_nan_keys_and_warns_once(labels, caplog):
+    student = np.array([[1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    teacher = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    eval_pred = EvalPrediction(predictions=student, label_ids=(teacher, labels, np.ones((2, 3))))
+
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        metrics = compute_ranking_metrics(eval_pred)
+
+    # metric_for_best_model "eval_x_map" must always find its key.
+    assert {"map", "mrr@10", "ndcg@10", "num_queries", "spearman", "kendall"} <= set(metrics)
+    assert all(math.isnan(metrics[key]) for key in ("map", "mrr@10", "ndcg@10"))
+    assert metrics["num_queries"] == 0
+    assert not any(key.startswith("teacher_") for key in metrics)  # unchanged: no teacher ceiling without labels
+    assert metrics["spearman"] == pytest.approx((1.0 + 0.5) / 2)
+    (message,) = _hf_distill_warnings(caplog)
+    assert "positive" in message and "negative" in message and "2 queries" in message
+
+
+def test_compute_ranking_metrics_with_labels_does_not_warn(caplog):
+    eval_pred = EvalPrediction(
+        predictions=np.array([[1.0, 2.0]]), label_ids=(np.array([[1.0, 2.0]]), np.array([[0, 1]]), np.ones((1, 2)))
+    )
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        metrics = compute_ranking_metrics(eval_pred)
+    assert metrics["map"] == 1.0 and metrics["num_queries"] == 1
+    assert _hf_distill_warnings(caplog) == []
+
+
+def test_compute_ranking_metrics_with_nan_student_scores_reports_nan_instead_of_raising(caplog):
+    # A diverged student mid-training: a periodic eval must not raise and kill the run.
+    student = np.array([[np.nan, 2.0, 1.0], [1.0, np.inf, 0.0], [0.5, 0.2, 0.1]])
+    student_padded = np.concatenate([student, np.full((3, 1), np.nan)], axis=1)  # NaN in padding is not counted
+    teacher = np.array([[3.0, 2.0, 1.0, 0.0], [1.0, 2.0, 0.0, 0.0], [0.5, 0.2, 0.1, 0.0]])
+    labels = np.array([[1, 0, 0, -100], [0, 1, 0, -100], [1, 0, 0, -100]])
+    eval_pred = EvalPrediction(predictions=student_padded, label_ids=(teacher, labels, np.ones((3, 4))))
+
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        metrics = compute_ranking_metrics(eval_pred)
+
+    assert all(math.isnan(metrics[key]) for key in ("map", "mrr@10", "ndcg@10", "spearman", "kendall"))
+    assert metrics["num_queries"] == 3  # the eval set is still fully labelled
+    # The teacher's scores are fine, so its ceiling is still reported.
+    assert metrics["teacher_map"] == pytest.approx(1.0) and metrics["teacher_ndcg@10"] == pytest.approx(1.0)
+    (message,) = _hf_distill_warnings(caplog)
+    assert "2 of 9" in message and "non-finite" in message and "student" in message
+
+
+def test_compute_ranking_metrics_with_non_finite_teacher_scores_names_the_eval_set(caplog):
+    eval_pred = EvalPrediction(
+        predictions=np.array([[1.0, 2.0, 0.0]]),
+        label_ids=(np.array([[np.inf, 2.0, 0.0]]), np.array([[0, 1, 0]]), np.ones((1, 3))),
+    )
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        metrics = compute_ranking_metrics(eval_pred, eval_set_name="scidocs_test_scored")
+    assert metrics["map"] == 1.0 and metrics["num_queries"] == 1  # the student is fine
+    assert all(math.isnan(metrics[key]) for key in ("teacher_map", "teacher_mrr@10", "spearman", "kendall"))
+    (message,) = _hf_distill_warnings(caplog)
+    assert "'scidocs_test_scored'" in message and "1 of 3 teacher scores" in message
