@@ -50,6 +50,9 @@ ROWS = ("teacher", "base", "student")
 _ROW_LEGEND = {"teacher": "teacher", "base": "base (before)", "student": "student (after)"}
 _ROW_COLOURS = {"teacher": "#9e9e9e", "base": "#90caf9", "student": "#1565c0"}
 _MISSING = "—"
+# Said in the log, metrics.md and the model card for an eval set without teacher scores (e.g. MTEB rows).
+NO_TEACHER_NOTE = "no teacher scores in {where}: teacher row and agreement columns left out"
+CHART_SKIPPED = 'chart skipped: matplotlib is not installed (pip install matplotlib, or pip install "hf_distill[plot]")'
 
 # ---------------------------------------------------------------------------------------------------------
 # Scorers
@@ -192,9 +195,19 @@ def ranking_quality(groups: Sequence[RankingGroup], model_scores: Sequence[Seque
     """
     model, teacher, labels, mask = score_matrices(groups, model_scores)
     metrics = compute_ranking_metrics((model, (teacher, labels, mask)), k=k)
-    if any(group.scores is None for group in groups):
+    if not has_teacher_scores(groups):
         metrics = {key: v for key, v in metrics.items() if not key.startswith("teacher_") and key not in AGREEMENT_KEYS}
     return metrics
+
+
+def has_teacher_scores(groups: Sequence[RankingGroup]) -> bool:
+    """Whether every group has teacher scores: the condition for a teacher row and agreement columns."""
+    return all(group.scores is not None for group in groups)
+
+
+def has_agreement(*metrics: dict[str, Any] | None) -> bool:
+    """Whether any of ``metrics`` has an agreement entry (``spearman``/``kendall``, even NaN)."""
+    return any(key in m for m in metrics if m for key in AGREEMENT_KEYS)
 
 
 def split_teacher(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -231,9 +244,10 @@ def evaluate_eval_sets(
     """Score every eval set with the student (and the base) and measure both.
 
     Returns:
-        ``{eval_name: {"num_groups", "teacher", "base", "student", "change"}}``: the teacher's metrics from the
-        file's scores (``None`` when unscored), the base's and student's metrics (``map``, ``mrr@k``, ``ndcg@k``,
-        ``num_queries``, ``spearman``, ``kendall``; ``base`` ``None`` without a base) and the student's change
+        ``{eval_name: {"num_groups", "has_teacher_scores", "teacher", "base", "student", "change"}}``: whether
+        every group has teacher scores, the teacher's metrics from the file's scores (``None`` when unscored), the
+        base's and student's metrics (``map``, ``mrr@k``, ``ndcg@k``, ``num_queries``, and ``spearman``,
+        ``kendall`` when the file has teacher scores; ``base`` ``None`` without a base) and the student's change
         over the base (:func:`metric_change`; ``None`` without a base).
     """
     results = {}
@@ -248,6 +262,7 @@ def evaluate_eval_sets(
         base_metrics = measured["base"][0] if "base" in measured else None
         results[name] = {
             "num_groups": len(groups),
+            "has_teacher_scores": has_teacher_scores(groups),
             "teacher": teacher_metrics,
             "base": base_metrics,
             "student": student_metrics,
@@ -278,10 +293,17 @@ def markdown_table(
     after: dict[str, Any],
     before_label: str = "base (before)",
     after_label: str = "student (after)",
+    agreement: bool | None = None,
 ) -> str:
     """One eval set as a Markdown table: a row each for the teacher, before and after (those given), and the change
-    from before to after, absolute and relative; columns MAP, MRR@10, NDCG@10, Spearman and Kendall vs teacher."""
-    keys = list(COLUMN_TITLES)
+    from before to after, absolute and relative; columns MAP, MRR@10, NDCG@10, Spearman and Kendall vs teacher.
+
+    ``agreement``: show the Spearman and Kendall columns; default: when ``before`` or ``after`` has them (an eval
+    set without teacher scores has none, and a column of dashes would only say so less clearly).
+    """
+    if agreement is None:
+        agreement = has_agreement(before, after)
+    keys = [key for key in COLUMN_TITLES if agreement or key not in AGREEMENT_KEYS]
     lines = [
         "| | " + " | ".join(COLUMN_TITLES[key] for key in keys) + " |",
         "|---|" + "---:|" * len(keys),
@@ -307,12 +329,16 @@ def render_markdown(results: dict[str, dict[str, Any]], models: dict[str, Any]) 
         cut = f", first {layers} layers" if layers else ""
         head = f"; a missing reranker head is drawn after torch.manual_seed({models['seed']})"
         lines.append(f"- base (before): `{models['base']}`{cut}{head if models['student_kind'] == 'reranker' else ''}")
-    lines.append("- teacher: the scores in each eval file\n")
+    scored = [result.get("has_teacher_scores", True) for result in results.values()]
+    teacher = "the scores in each eval file" if all(scored) else "the scores in the eval files that have them"
+    lines.append(f"- teacher: {teacher if any(scored) else 'no eval file has teacher scores'}\n")
     for name, result in results.items():
         queries = (result["student"] or {}).get("num_queries")
         where = f"`{result['file']}`, " if result.get("file") else ""
         counted = f"{queries} of {result['num_groups']} queries scored" if queries is not None else "no labels"
         lines.append(f"## {name} ({where}{counted})\n")
+        if not result.get("has_teacher_scores", True):
+            lines.append(f"_{NO_TEACHER_NOTE.format(where='this file')}._\n")
         lines.append(markdown_table(result["teacher"], result["base"], result["student"]))
     return "\n".join(lines)
 
@@ -358,7 +384,11 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_reports(results: dict[str, dict[str, Any]], models: dict[str, Any], output_dir: str | Path) -> str:
-    """Write ``metrics.json``, ``metrics.md`` and ``metrics.png`` into ``output_dir``; returns the Markdown."""
+    """Write ``metrics.json``, ``metrics.md`` and ``metrics.png`` into ``output_dir``; returns the Markdown.
+
+    The chart needs matplotlib (the ``plot`` extra); without it the chart is skipped with one log line and the
+    rest is written as usual.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = {"models": models, "k": K, "eval_sets": results}
@@ -367,5 +397,10 @@ def write_reports(results: dict[str, dict[str, Any]], models: dict[str, Any], ou
     )
     markdown = render_markdown(results, models)
     (output_dir / "metrics.md").write_text(markdown, encoding="utf-8")
-    save_chart(results, output_dir / "metrics.png")
+    try:
+        save_chart(results, output_dir / "metrics.png")
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "matplotlib":
+            raise  # a missing module of ours or of a dependency is a real error, not the optional extra
+        logger.warning(CHART_SKIPPED)
     return markdown

@@ -2,8 +2,9 @@
 
 For each eval file (in and out of domain): MAP, MRR@10, NDCG@10 and agreement with the teacher (Spearman, Kendall)
 of the teacher (the scores in the file), the base model (before distillation) and the student (after), with the
-student's absolute and relative change over the base. Written to ``<output_dir>/metrics.json``, ``metrics.md`` and
-``metrics.png`` (grouped bars); the table is also printed.
+student's absolute and relative change over the base. Written to ``<output_dir>/metrics.json``, ``metrics.md`` and,
+with matplotlib installed (``pip install "hf_distill[plot]"``), ``metrics.png`` (grouped bars); the table is also
+printed.
 
 The quickstart reranker against the first 2 layers of MiniLM it started from (a bi-encoder: its reranker head is
 fresh, drawn with ``--seed``)::
@@ -14,8 +15,9 @@ fresh, drawn with ``--seed``)::
         --eval_file recipes/quickstart/data/eval_in_domain.jsonl recipes/quickstart/data/eval_out_of_domain.jsonl \\
         --output_dir outputs/minilm-reranker/evaluation
 
-Eval files are read like training data (listwise, pointwise, pairwise, MTEB, FlagEmbedding rows); a file without
-teacher scores gets no teacher row. ``--student_kind auto`` reads an embedding student from its
+Eval files are read like training data (listwise, pointwise, pairwise, MTEB, FlagEmbedding rows); only labels are
+needed: a file without teacher scores (e.g. MTEB ``{query, positive[], negative[]}`` rows) gets no teacher row and
+no agreement columns. ``--student_kind auto`` reads an embedding student from its
 sentence-transformers files (``modules.json``), anything else as a reranker. Every option can also come from
 ``--config x.yaml`` (keys = option names); options on the command line win.
 """
@@ -24,14 +26,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from transformers import HfArgumentParser
 
 from hf_distill.cli import ConfigError, exit_on_user_error, parse_config
-from hf_distill.data import read_groups
-from hf_distill.evaluation import detect_student_kind, evaluate_eval_sets, load_base_scorer, load_scorer, write_reports
+from hf_distill.data import eval_set_names, read_groups
+from hf_distill.evaluation import (
+    NO_TEACHER_NOTE,
+    detect_student_kind,
+    evaluate_eval_sets,
+    has_teacher_scores,
+    load_base_scorer,
+    load_scorer,
+    write_reports,
+)
 from hf_distill.teachers import DEFAULT_MAX_TOKENS_PER_BATCH, POOLING_MODES
+
+logger = logging.getLogger("hf_distill")
 
 
 @dataclass
@@ -43,7 +54,11 @@ class EvaluationArguments:
     )
     eval_file: list[str] | None = field(
         default=None,
-        metadata={"help": "One or more ranking eval files (required); each is reported under its file name (stem)."},
+        metadata={
+            "help": "One or more ranking eval files (required; teacher-scored, or labels only such as MTEB rows). "
+            "Each set is named after its file stem; files that share a stem are named <parent folder>_<stem> "
+            "(data/scidocs/test.jsonl -> scidocs_test); name=path names one explicitly."
+        },
     )
     output_dir: str | None = field(
         default=None, metadata={"help": "Where metrics.json, metrics.md and metrics.png are written (required)."}
@@ -93,15 +108,16 @@ class EvaluationArguments:
 
 
 def _eval_sets(eval_files: list[str]) -> tuple[dict, dict[str, str]]:
-    """Read and validate every eval file before a model is loaded; names are the file stems, and must differ."""
-    groups, files = {}, {}
-    for path in eval_files:
-        name = Path(path).stem
-        if name in files:
-            raise ConfigError(
-                f"--eval_file {files[name]} and {path} are both named {name!r}. Fix: rename one of the files."
-            )
-        groups[name], files[name] = read_groups(path, require_scores=False), path
+    """Read and validate every eval file before a model is loaded, named by :func:`~hf_distill.data.eval_set_names`
+    as the distillation recipes name them (so the two reports line up).
+
+    An eval set without teacher scores is said in the log now, before the (slow) scoring, not found missing later.
+    """
+    files = eval_set_names(eval_files)
+    groups = {name: read_groups(path, require_scores=False) for name, path in files.items()}
+    for name, path in files.items():
+        if not has_teacher_scores(groups[name]):
+            logger.info("%s: %s", name, NO_TEACHER_NOTE.format(where=path))
     return groups, files
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -252,3 +253,76 @@ def test_causal_llm_reranker_is_scored_with_the_qwen3_reranker_prompt(setup, tin
     # a different instruction is a different prompt: the scores must move
     other = load_teacher("qwen3_reranker", tiny_qwen3, dtype="float32", device="cpu")
     assert score_groups(other, groups, progress=False) != score_groups(teacher, groups, progress=False)
+
+
+MTEB_ROWS = [
+    {"query": "copy files", "positive": ["cp copies files"], "negative": ["ls lists files", "rm removes files"]},
+    {"query": "list a directory", "positive": ["ls lists directory contents"], "negative": ["kill a process"]},
+]
+
+
+def test_labels_only_eval_file_evaluates_student_and_base_without_a_teacher(setup, caplog, capsys):
+    """MTEB rows {query, positive[], negative[]} next to a scored file: student and base are measured on both;
+    the unscored set has no teacher row and no agreement columns, and the log and the Markdown say why."""
+    mteb = write_jsonl(setup["root"] / "mteb_labels.jsonl", MTEB_ROWS)
+    output_dir = setup["root"] / "mteb-with-base"
+    caplog.set_level(logging.INFO, logger="hf_distill")
+    results = evaluate_recipe.main([
+        "--model_name_or_path", setup["reranker"], "--base_model_name_or_path", setup["bi_encoder"],
+        "--student_kind", "reranker", "--num_hidden_layers", "1",
+        "--eval_file", mteb, setup["eval_files"][0], "--output_dir", str(output_dir), "--device", "cpu",
+    ])  # fmt: skip
+    result = results["mteb_labels"]
+    assert result["teacher"] is None
+    for row in ("student", "base"):
+        assert result[row]["num_queries"] == 2 and 0.0 <= result[row]["map"] <= 1.0
+        assert not {"spearman", "kendall"} & set(result[row])
+    assert set(result["change"]) == {"map", "mrr@10", "ndcg@10"}
+    assert "spearman" in results["in_domain"]["student"] and results["in_domain"]["teacher"]
+
+    note = f"mteb_labels: no teacher scores in {mteb}: teacher row and agreement columns left out"
+    assert [r.getMessage() for r in caplog.records].count(note) == 1
+    assert not any("in_domain: no teacher scores" in r.getMessage() for r in caplog.records)
+
+    markdown = (output_dir / "metrics.md").read_text()
+    unscored, scored = markdown.split("## mteb_labels", 1)[1].split("## in_domain", 1)
+    assert "no teacher scores in this file: teacher row and agreement columns left out" in unscored
+    assert "| teacher |" not in unscored and "Spearman" not in unscored and "Kendall" not in unscored
+    assert "| base (before) |" in unscored and "| change |" in unscored
+    assert "| teacher |" in scored and "Spearman vs teacher" in scored
+    assert markdown.strip() in capsys.readouterr().out
+
+
+def test_reports_without_matplotlib_skip_the_chart_only(setup, monkeypatch, caplog, capsys):
+    """matplotlib is the optional [plot] extra: without it the JSON and Markdown are still written and printed."""
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import matplotlib...` now raises ModuleNotFoundError
+    output_dir = setup["root"] / "no-matplotlib"
+    caplog.set_level(logging.INFO, logger="hf_distill")
+    results = evaluate_recipe.main([
+        "--model_name_or_path", setup["reranker"], "--eval_file", setup["eval_files"][0],
+        "--output_dir", str(output_dir), "--device", "cpu",
+    ])  # fmt: skip
+    assert set(results) == {"in_domain"}
+    assert {p.name for p in output_dir.iterdir()} == {"metrics.json", "metrics.md"}
+    assert json.loads((output_dir / "metrics.json").read_text())["eval_sets"]["in_domain"]["student"]["map"] >= 0
+    assert (output_dir / "metrics.md").read_text().strip() in capsys.readouterr().out
+    chart_lines = [r.getMessage() for r in caplog.records if "chart" in r.getMessage()]
+    assert chart_lines == [
+        'chart skipped: matplotlib is not installed (pip install matplotlib, or pip install "hf_distill[plot]")'
+    ]
+
+
+def test_eval_sets_sharing_a_file_stem_are_named_by_their_folder(setup, tmp_path):
+    """Benchmarks ship the same file name per task (scidocs/test.jsonl, so/test.jsonl); name=path overrides."""
+    scidocs, so = tmp_path / "scidocs", tmp_path / "so"
+    scidocs.mkdir(), so.mkdir()
+    rows = make_groups(num_queries=3, num_candidates=3, seed=3)
+    first, second = write_jsonl(scidocs / "test.jsonl", rows), write_jsonl(so / "test.jsonl", MTEB_ROWS)
+    results = evaluate_recipe.main([
+        "--model_name_or_path", setup["reranker"], "--eval_file", first, second, f"in_domain={setup['eval_files'][0]}",
+        "--output_dir", str(tmp_path / "out"), "--device", "cpu",
+    ])  # fmt: skip
+    assert list(results) == ["scidocs_test", "so_test", "in_domain"]
+    assert [result["file"] for result in results.values()] == [first, second, setup["eval_files"][0]]
+    assert results["so_test"]["teacher"] is None and results["scidocs_test"]["teacher"] is not None

