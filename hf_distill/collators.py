@@ -26,6 +26,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -36,6 +37,10 @@ from transformers import PreTrainedTokenizerBase
 from .prompts import Qwen3RerankerPrompt
 
 
+# Column of a training dataset holding each group's position: the key of its candidate sample.
+GROUP_INDEX_COLUMN = "group_index"
+
+
 @dataclass
 class CandidateSampler:
     """Pick at most ``group_size`` candidates of a group for one training step.
@@ -43,14 +48,18 @@ class CandidateSampler:
     Order of preference: labelled positives, then the teacher's top ``round(top_fraction * group_size)``, then
     a uniform sample of the remaining candidates. ``group_size=None`` keeps every candidate (evaluation).
 
-    ``seed=None`` (what the trainer uses) draws from Python's global ``random`` state, which the Trainer seeds
-    with ``--seed`` and saves in every checkpoint: a run resumed with ``--resume_from_checkpoint`` then samples
-    exactly the candidates the uninterrupted run would have. An int seed gives the sampler a private generator.
+    **Reproducible sampling.** With an int ``seed`` and a group ``key`` (its index in the training set), the
+    sample is drawn from a generator seeded by ``(seed, epoch, key)``: it depends on nothing that ran before, so
+    a run resumed from any checkpoint (mid-epoch included, whatever the Trainer and accelerate collate ahead)
+    and every DDP rank draw what the uninterrupted run draws. The trainer sets ``epoch`` at each epoch start.
+    Without a key the sampler draws from its own generator (``seed``), or from Python's global ``random``
+    state when ``seed`` is None.
     """
 
     group_size: int | None = None
     top_fraction: float = 0.5
     seed: int | None = None
+    epoch: int = 0
     _rng: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,8 +69,14 @@ class CandidateSampler:
             raise ValueError(f"top_fraction must be in [0, 1], got {self.top_fraction}")
         self._rng = random.Random(self.seed) if self.seed is not None else random  # module: global state
 
-    def select(self, scores: Sequence[float], labels: Sequence[int]) -> list[int]:
-        """Indices of the kept candidates, in their original order."""
+    def _generator(self, key: int | None) -> Any:
+        if key is None or self.seed is None:
+            return self._rng
+        # A str seed is hashed with SHA-512 by random.seed: the same stream in every process and Python run.
+        return random.Random(f"{self.seed}/{self.epoch}/{key}")
+
+    def select(self, scores: Sequence[float], labels: Sequence[int], key: int | None = None) -> list[int]:
+        """Indices of the kept candidates, in their original order; ``key`` identifies the group (see above)."""
         n = len(scores)
         if self.group_size is None or n <= self.group_size:
             return list(range(n))
@@ -73,7 +88,7 @@ class CandidateSampler:
             kept.append(i)
             chosen.add(i)
         rest = [i for i in by_teacher if i not in chosen]
-        kept.extend(self._rng.sample(rest, self.group_size - len(kept)))
+        kept.extend(self._generator(key).sample(rest, self.group_size - len(kept)))
         return sorted(kept)
 
 
@@ -157,13 +172,18 @@ class _RankingCollator:
     def _index_outputs(self, query_slots: list[int], slot_index: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that is starting: candidate samples are drawn from (seed, epoch, group index)."""
+        self.sampler.epoch = epoch
+
     # -- the flattening ---------------------------------------------------------------------------------------------
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         selected = []
         for row in rows:
-            scores = list(row["scores"])
+            # A labels-only group (an eval set without teacher scores) gets NaN teacher scores.
+            scores = list(row["scores"]) if row.get("scores") is not None else [math.nan] * len(row["passages"])
             labels = list(row.get("labels") or [-1] * len(scores))
-            keep = self.sampler.select(scores, labels)
+            keep = self.sampler.select(scores, labels, row.get(GROUP_INDEX_COLUMN))
             selected.append(
                 (row["query"], [row["passages"][i] for i in keep], [scores[i] for i in keep], [labels[i] for i in keep])
             )
@@ -231,7 +251,8 @@ class CrossEncoderCollator(_RankingCollator):
         max_length: truncation length of a (query, passage) pair, in tokens.
         group_size: candidates kept per group per step (``None``: all).
         top_fraction: share of ``group_size`` filled with the teacher's top-ranked candidates.
-        micro_batch_max_tokens: padded tokens per forward; lower it when memory is short.
+        micro_batch_max_tokens: padded tokens per forward. It bounds one forward, not the step: without the
+            trainer's ``gradient_cache`` every micro-batch's activations live until the backward.
         micro_batch_overhead_tokens: the cost of one more forward, in tokens, when choosing the cut points
             (see :func:`split_by_length`); raise it on GPUs where a forward has a high fixed cost.
         pair_encoder: optional callable ``(queries, passages) -> list[dict[str, list[int]]]`` that replaces the

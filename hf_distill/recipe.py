@@ -20,7 +20,6 @@ import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -35,7 +34,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .cli import ConfigError, exit_on_user_error, parse_config
-from .data import load_ranking_dataset
+from .data import eval_set_names, groups_to_dataset, load_ranking_dataset, read_groups
 from .students import STUDENT_TYPES, is_causal_lm, is_causal_lm_checkpoint
 from .trainer import (
     DistillationArguments,
@@ -62,7 +61,10 @@ class ScriptArguments:
     )
     eval_file: list[str] | None = field(
         default=None,
-        metadata={"help": "One or more scored eval files; metrics are prefixed with each file's name (stem)."},
+        metadata={"help": "One or more eval files (teacher-scored, or labels only such as MTEB test rows). Each "
+                  "set is named after its file stem; files that share a stem are named <parent folder>_<stem> "
+                  "(data/scidocs/test_scored.jsonl -> scidocs_test_scored); name=path names one explicitly. "
+                  "Metrics are prefixed with the name."},
     )
     max_train_groups: int | None = field(
         default=None, metadata={"help": "Keep only the first N training queries (quick runs)."}
@@ -125,7 +127,14 @@ def _load_student(kind: StudentKind, model_args: ModelArguments, student_type: s
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if kind == "embedding":
-        return AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
+        model = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
+        # BERT / XLM-R encoders carry a pooler (dense + tanh over CLS) that no bi-encoder loss reads: trainable
+        # and unused, it breaks DDP when activation checkpointing turns off find_unused_parameters. Frozen, it
+        # stays in the checkpoint unchanged, as sentence-transformers expects.
+        pooler = getattr(model, "pooler", None)
+        if isinstance(pooler, torch.nn.Module):
+            pooler.requires_grad_(False)
+        return model, tokenizer
     if _loads_as_causal_lm(model_args, student_type):
         return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
     # Silence the generic "newly initialized" warning: we say it ourselves, once, in plain words.
@@ -200,8 +209,13 @@ def _save_student(kind: StudentKind, trainer, tokenizer, model_args: ModelArgume
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         with _without_zero3_partitioning():
+            # Merged in fp32 and saved in fp32: added into bf16 base weights, every part of the update below half
+            # a bf16 ulp of the weight would be lost (most of a small LoRA update), and the saved student would
+            # not be the model that was trained and evaluated.
+            # The base is loaded as it was trained (e.g. bf16 weights), then widened: the merged model computes
+            # exactly what the trained adapter model computed.
             base, _ = _load_student(kind, model_args, trainer.args.student_type)
-            merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+            merged = PeftModel.from_pretrained(base.to(torch.float32), adapter_dir).merge_and_unload()
             merged.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         if kind == "embedding":
@@ -245,7 +259,7 @@ def _first_evaluation(log_history: list[dict[str, Any]], names: list[str]) -> di
 
 
 def _cpu_worker_flags() -> list[str]:
-    """Flags that make several processes launched on a machine without GPUs train together over gloo.
+    """Flags that make a recipe run on a machine without GPUs: one process, or several training together over gloo.
 
     ``accelerate launch --multi_gpu --num_processes N`` (or ``accelerate_configs/multi_cpu.yaml``) and the
     DeepSpeed configs start N processes, but on CPU accelerate forms no process group by itself: DDP workers would
@@ -255,8 +269,11 @@ def _cpu_worker_flags() -> list[str]:
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     has_accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-    if not launched or has_accelerator:
+    if has_accelerator:
         return []
+    if not launched:
+        # One process on a machine without GPUs: a GPU config (bf16: true) runs on the CPU as it is, in CPU bf16.
+        return ["--use_cpu", "true"]
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
         return ["--ddp_backend", "gloo"]
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
@@ -283,7 +300,8 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     train_dataset = load_ranking_dataset(script_args.train_file, format=script_args.train_format)
     if script_args.max_train_groups is not None:
         train_dataset = train_dataset.select(range(min(script_args.max_train_groups, len(train_dataset))))
-    eval_datasets = {Path(f).stem: load_ranking_dataset(f) for f in (script_args.eval_file or [])}
+    eval_files = eval_set_names(script_args.eval_file or [])
+    eval_datasets = {name: load_eval_dataset(path) for name, path in eval_files.items()}
 
     set_seed(training_args.seed)  # a fresh reranker head is drawn at load: the same head for the same --seed
     model, tokenizer = _load_student(kind, model_args, training_args.student_type)
@@ -306,10 +324,19 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     before = _first_evaluation(trainer.state.log_history, list(eval_datasets)) if training_args.eval_on_start else {}
-    after = _evaluate_all(trainer, eval_datasets)
 
+    # Saved first: whatever the final evaluation does (run out of memory, meet a NaN), the student is on disk.
     output_dir = training_args.output_dir
     _save_student(kind, trainer, tokenizer, model_args, output_dir)
+    evaluation_error = None
+    try:
+        after = _evaluate_all(trainer, eval_datasets)
+    except Exception as error:  # reported below, with the student already saved
+        after, evaluation_error = {}, error
+        logger.error(
+            "the final evaluation failed (%s: %s). The trained student is saved in %s: evaluate it with "
+            "recipes/evaluate.py --model_name_or_path %s.", type(error).__name__, error, output_dir, output_dir,
+        )
     report = {
         "student_kind": kind,
         "base_model": model_args.model_name_or_path,
@@ -326,11 +353,18 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         "max_steps": training_args.max_steps,
         "train_runtime_s": train_result.metrics.get("train_runtime"),
         "world_size": training_args.world_size,
+        "dropout": training_args.dropout,
+        "precision": str(trainer.accelerator.mixed_precision),  # no, bf16 or fp16: what the forward ran in
+        "instruction": training_args.instruction,
+        "query_prefix": training_args.query_prefix or None,
+        "eval_files": eval_files,
         "metrics_before": before,
         "metrics_after": after,
         "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *argv]),
         "lora": asdict(model_args) if model_args.use_peft else None,
     }
+    if evaluation_error is not None:
+        report["evaluation_error"] = f"{type(evaluation_error).__name__}: {evaluation_error}"
     if trainer.args.should_save:
         with open(os.path.join(output_dir, "distillation_report.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
@@ -338,7 +372,20 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     # No rank exits while the main process still writes: a launcher stops every rank when one ends badly.
     trainer.accelerator.wait_for_everyone()
     _release_training_state(trainer)
+    if evaluation_error is not None:
+        raise evaluation_error
     return report
+
+
+def load_eval_dataset(path: str):
+    """An eval set: teacher-scored rows, or labels only (e.g. MTEB test rows), which then have no ``scores``
+    column: the student and the base are measured on the labels, without a teacher row or agreement."""
+    groups = read_groups(path, require_scores=False)
+    dataset = groups_to_dataset(groups)
+    if any(group.scores is None for group in groups):
+        logger.info("%s: no teacher scores: measured on its labels; no teacher row or agreement columns", path)
+        dataset = dataset.remove_columns("scores")
+    return dataset
 
 
 def _release_training_state(trainer) -> None:
@@ -362,11 +409,9 @@ def _release_training_state(trainer) -> None:
 
 
 def _write_card_and_push(output_dir: str, report: dict[str, Any], push_to_hub: bool, training_args) -> None:
-    try:
-        from .hub import push_student, write_model_card
-    except ImportError:  # hub support not installed in this build
-        return
-    write_model_card(output_dir, report)
+    from .hub import push_student, write_model_card
+
+    write_model_card(output_dir, report, repo_id=training_args.hub_model_id if push_to_hub else None)
     if push_to_hub:
         if not training_args.hub_model_id:
             raise ConfigError("--push_to_hub needs --hub_model_id <user>/<name>.")

@@ -19,9 +19,7 @@ Scorers:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -86,14 +84,23 @@ _ATTENTION_DROPOUT_ATTRIBUTES = ("attention_dropout",)
 
 def set_dropout(model: torch.nn.Module, probability: float) -> int:
     """Set every dropout probability of ``model`` (``nn.Dropout`` modules and attention-kernel dropout) to
-    ``probability``, for training only: the config, and so the saved checkpoint, keep their own values.
+    ``probability``, for training only: the config, and so the saved checkpoint, keep their own values. A PEFT
+    model's ``lora_dropout`` modules keep the adapter's configured value.
 
     Returns how many places were set (0: the model has no dropout).
     """
     if not 0.0 <= probability < 1.0:
         raise ValueError(f"a dropout probability must be in [0, 1), got {probability}.")
     changed = 0
+    lora_dropouts = {
+        id(dropout)
+        for module in model.modules()
+        if isinstance(getattr(module, "lora_dropout", None), torch.nn.ModuleDict)
+        for dropout in module.lora_dropout.modules()
+    }
     for module in model.modules():
+        if id(module) in lora_dropouts:
+            continue  # LoRA's own dropout is a setting of the adapter (--lora_dropout), not of the model
         if isinstance(module, torch.nn.Dropout):
             module.p = probability
             changed += 1
@@ -201,25 +208,23 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: Poo
     raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
 
 
-def sentence_transformers_pooling(path: str | None) -> tuple[str, bool] | None:
-    """``(pooling, normalize)`` declared by a local sentence-transformers checkpoint, or None if it is not one."""
-    if not path:
+def sentence_transformers_pooling(name_or_path: str | None) -> tuple[str, bool] | None:
+    """``(pooling, normalize)`` declared by a sentence-transformers checkpoint, or None if it is not one.
+
+    ``name_or_path`` is a local folder or a Hub id; a Hub checkpoint's files are read through the Hub or, offline,
+    the local Hub cache (the same reader the embedding teacher uses, so teacher, student and evaluation agree).
+    """
+    if not name_or_path:
         return None
-    root = Path(path)
-    config_file = root / "1_Pooling" / "config.json"
-    if not config_file.is_file():
+    from .teachers.models import TeacherConfigError, read_sentence_transformers_config
+
+    try:
+        info = read_sentence_transformers_config(str(name_or_path))
+    except TeacherConfigError as error:
+        raise ValueError(f"{error} (as a bi-encoder student: pass --pooling to override).") from None
+    if info is None or info.get("pooling") is None:
         return None
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    pooling = None
-    for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last")):
-        if config.get(key):
-            pooling = name
-    if pooling is None:
-        return None
-    modules_file = root / "modules.json"
-    modules = json.loads(modules_file.read_text(encoding="utf-8")) if modules_file.is_file() else []
-    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
-    return pooling, normalize
+    return info["pooling"], bool(info.get("normalize"))
 
 
 @dataclass

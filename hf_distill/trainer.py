@@ -14,18 +14,21 @@ agreement. Everything else (optimiser, schedule, checkpoints, DDP / DeepSpeed / 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .cli import ConfigError
-from .collators import BiEncoderCollator, CrossEncoderCollator, Qwen3RerankerCollator
+from .collators import GROUP_INDEX_COLUMN, BiEncoderCollator, CrossEncoderCollator, Qwen3RerankerCollator
 from .losses import DistillationLoss, get_loss, teacher_score_spread
 from .metrics import compute_ranking_metrics
 from .prompts import qwen3_reranker_chat_template
@@ -41,6 +44,12 @@ from .students import (
 logger = logging.getLogger("hf_distill")
 
 POINTWISE_LOSSES = ("mse",)
+# Collated tensors that are targets, not model inputs: they keep fp32 under DeepSpeed's bf16/fp16 input cast.
+FP32_TARGET_KEYS = ("teacher_scores",)
+# Metrics that compare with a teacher: left out for an eval set that has only labels.
+TEACHER_METRIC_KEYS = ("loss", "spearman", "kendall")
+# A student this large is a pretrained model: the layer-cut default learning rate would wreck it.
+LARGE_STUDENT_PARAMETERS = 100_000_000
 
 
 @dataclass
@@ -107,8 +116,11 @@ class DistillationArguments(TrainingArguments):
         default=0.0,
         metadata={"help": "Weight of a listwise cross-entropy on the gold labels, added when labels exist (0 = off)."},
     )
-    hard_label_temperature: float = field(
-        default=1.0, metadata={"help": "Softmax temperature of the hard-label cross-entropy term."}
+    hard_label_temperature: str = field(
+        default="auto",
+        metadata={"help": "Softmax temperature of the hard-label cross-entropy term: a number, or auto = the "
+                  "student temperature (1 for logit students, 0.05 for cosine bi-encoders: at 1 a softmax over "
+                  "cosines in [-1, 1] is nearly flat and the term would teach almost nothing)."},
     )
     # --- candidates and tokens ------------------------------------------------------------------------------------
     group_size: int | None = field(
@@ -124,7 +136,11 @@ class DistillationArguments(TrainingArguments):
     )
     micro_batch_max_tokens: int = field(
         default=16384,
-        metadata={"help": "Padded tokens per student forward; pairs are length-sorted and cut to this budget."},
+        metadata={"help": "Padded tokens per student forward; items are length-sorted and cut to this budget. It "
+                  "bounds the size of one forward, not the step's memory: without --gradient_cache every "
+                  "micro-batch's activations are kept until the one backward, so activation memory follows all "
+                  "tokens of the batch. To bound memory use --gradient_cache (one micro-batch at a time) or a "
+                  "smaller per_device_train_batch_size / group_size."},
     )
     micro_batch_overhead_tokens: int = field(
         default=32,
@@ -136,7 +152,8 @@ class DistillationArguments(TrainingArguments):
     pooling: str = field(
         default="auto",
         metadata={"help": "Bi-encoder pooling: cls, mean, last (token), or auto: what the student's "
-                  "sentence-transformers config declares (1_Pooling), else cls."},
+                  "sentence-transformers files declare (1_Pooling/config.json, read from the local folder or the "
+                  "Hub / the local Hub cache). auto on a checkpoint without such files is an error: pass --pooling."},
     )
     normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise bi-encoder embeddings."})
     similarity: str = field(default="cosine", metadata={"help": "Bi-encoder similarity: cosine or dot."})
@@ -233,6 +250,60 @@ class _RandomState:
             yield
 
 
+def has_teacher_scores(dataset) -> bool:
+    """Whether a ranking dataset carries teacher scores (a ``scores`` column); labels-only eval sets do not."""
+    return "scores" in getattr(dataset, "column_names", ())
+
+
+def _warn_on_default_learning_rate(model: torch.nn.Module, args: DistillationArguments) -> None:
+    default = DistillationArguments.__dataclass_fields__["learning_rate"].default
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if args.learning_rate == default and trainable > LARGE_STUDENT_PARAMETERS:
+        logger.warning(
+            "learning_rate is the default %g, chosen for small layer-cut students, but this student trains %.0fM "
+            "parameters: a pretrained model of that size (bge-reranker-v2-m3, bge-m3) usually diverges there. "
+            "Fix: pass --learning_rate 1e-5 to 2e-5, as the seed configs under recipes/ do.",
+            default, trainable / 1e6,
+        )
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' ``LengthGroupedSampler`` with a permutation drawn from ``(seed, epoch)``.
+
+    The Trainer builds its length-grouped sampler with ``generator=None``, so each epoch's permutation comes
+    from the global torch RNG at the moment the epoch starts: a run resumed mid-epoch (whose RNG was freshly
+    seeded) and DDP ranks that consumed different amounts of RNG draw different permutations.
+    """
+
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+        self.set_epoch(0)
+
+    @classmethod
+    def from_sampler(cls, sampler: LengthGroupedSampler, seed: int) -> "EpochSeededLengthGroupedSampler":
+        return cls(sampler.batch_size, lengths=sampler.lengths, seed=seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+
+    def __iter__(self):
+        self.set_epoch(self.epoch)  # the same permutation each time this epoch is iterated
+        return super().__iter__()
+
+
+class _EpochSeedCallback(TrainerCallback):
+    """Passes the starting epoch to the trainer's samplers (the Trainer's loop variable is not exposed)."""
+
+    def __init__(self, trainer: "DistillationTrainer") -> None:
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the float progress: 0.0 at the start, 1.5 when resuming halfway through epoch 2.
+        self.trainer.set_sampling_epoch(int(math.floor((state.epoch or 0.0) + 1e-6)))
+
+
 def _temperature(name: str, value: Any) -> float | str:
     """A temperature option as a float, or "auto"."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -281,18 +352,25 @@ class DistillationTrainer(Trainer):
         self.loss_fn = loss_fn or DistillationLoss(
             args.loss,
             hard_label_weight=args.hard_label_weight,
-            hard_label_temperature=args.hard_label_temperature,
+            hard_label_temperature=self.resolve_hard_label_temperature(args, loss_options),
             **loss_options,
         )
         dropout = args.dropout_probability()
         if dropout is not None:
             if set_dropout(model, dropout):
-                logger.info("student dropout set to %g for training (--dropout; the saved config keeps its own)", dropout)
+                logger.info(
+                    "student dropout set to %g for training (--dropout; LoRA's own lora_dropout is kept; the saved "
+                    "config keeps its own)", dropout,
+                )
+        _warn_on_default_learning_rate(model, args)
         if self.scorer is None:
             self.scorer = self.build_scorer(args, model)
         needs_pairs = args.loss not in POINTWISE_LOSSES
         if train_dataset is not None:
             train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", needs_pairs)
+            if GROUP_INDEX_COLUMN not in train_dataset.column_names:
+                # Candidate sampling draws from (seed, epoch, this index): the same sample whatever ran before.
+                train_dataset = train_dataset.add_column(GROUP_INDEX_COLUMN, list(range(len(train_dataset))))
         if eval_dataset is not None:
             if isinstance(eval_dataset, dict):
                 eval_dataset = {
@@ -324,6 +402,79 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded since the last log
+        self._length_sampler: EpochSeededLengthGroupedSampler | None = None
+        self.add_callback(_EpochSeedCallback(self))
+
+    def set_sampling_epoch(self, epoch: int) -> None:
+        """Tell the candidate sampler and the length-grouped sampler which epoch is starting.
+
+        Both draw from ``(seed, epoch)`` (and the group's index), never from the global random state, so a run
+        resumed from any checkpoint, mid-epoch included, sees exactly the batches and candidates of the
+        uninterrupted run, and every DDP rank draws the same permutation.
+        """
+        for collator in (self.data_collator, self.eval_data_collator):
+            if hasattr(collator, "set_epoch"):
+                collator.set_epoch(epoch)
+        if self._length_sampler is not None:
+            self._length_sampler.set_epoch(epoch)
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and not isinstance(sampler, EpochSeededLengthGroupedSampler):
+            sampler = EpochSeededLengthGroupedSampler.from_sampler(sampler, seed=self._sampling_seed())
+            self._length_sampler = sampler
+        return sampler
+
+    def _sampling_seed(self) -> int:
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The Trainer's device placement, except that teacher scores keep their fp32 dtype.
+
+        Under DeepSpeed, ``Trainer._prepare_input`` casts every floating tensor to the engine's bf16/fp16;
+        teacher scores rounded to bf16 tie a quarter of the candidates of a cosine teacher (spread 0.05) and
+        move the targets of every loss and the teacher metrics. They are targets, not model inputs.
+        """
+        targets = {key: inputs[key] for key in FP32_TARGET_KEYS if isinstance(inputs.get(key), torch.Tensor)}
+        prepared = super()._prepare_inputs(inputs)
+        for key, value in targets.items():
+            prepared[key] = value.to(self.args.device)
+        return prepared
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, str):  # the Trainer evaluates a dict of eval sets by name
+            dataset = self.eval_dataset[dataset]
+        compute_metrics = self.compute_metrics
+        if compute_metrics is compute_ranking_metrics:  # its warnings name the eval set
+            self.compute_metrics = functools.partial(
+                compute_ranking_metrics, eval_set_name=metric_key_prefix.removeprefix("eval_")
+            )
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self.compute_metrics = compute_metrics
+        if not isinstance(dataset, dict) and not has_teacher_scores(dataset):
+            # A labels-only eval set (MTEB test rows): the student is measured against the labels; there is no
+            # teacher to agree with, and the distillation loss has no target.
+            unscored = [f"{metric_key_prefix}_{key}" for key in TEACHER_METRIC_KEYS]
+            metrics = {
+                key: value for key, value in metrics.items()
+                if key not in unscored and not key.startswith(f"{metric_key_prefix}_teacher_")
+            }
+        return metrics
+
+    @classmethod
+    def resolve_hard_label_temperature(cls, args: DistillationArguments, loss_options: dict[str, Any]) -> float:
+        """``hard_label_temperature`` as a number; ``auto`` is the student temperature of the loss (or of the
+        student type, for losses without one)."""
+        value = _temperature("hard_label_temperature", args.hard_label_temperature)
+        if value != "auto":
+            return value
+        student_temperature = loss_options.get("student_temperature")
+        if isinstance(student_temperature, (int, float)):
+            return float(student_temperature)
+        return cls.auto_student_temperature(args)
 
     @classmethod
     def resolve_loss_options(cls, args: DistillationArguments, scored_dataset=None) -> dict[str, Any]:
@@ -333,7 +484,7 @@ class DistillationTrainer(Trainer):
         if loss_options.get("teacher_temperature") == "auto":
             if isinstance(scored_dataset, dict):
                 scored_dataset = next(iter(scored_dataset.values()), None)
-            has_scores = scored_dataset is not None and "scores" in getattr(scored_dataset, "column_names", ())
+            has_scores = scored_dataset is not None and has_teacher_scores(scored_dataset)
             spread = teacher_score_spread(scored_dataset["scores"]) if has_scores else 1.0  # no scores: fails later
             loss_options["teacher_temperature"] = spread
             logger.info("teacher_temperature auto = %.4g (mean per-query std of the teacher scores)", spread)
@@ -361,14 +512,16 @@ class DistillationTrainer(Trainer):
             "top_fraction": args.top_fraction,
             "micro_batch_max_tokens": args.micro_batch_max_tokens,
             "micro_batch_overhead_tokens": args.micro_batch_overhead_tokens,
-            # None: sample from the global RNG, which the Trainer seeds and checkpoints (exact resume).
-            "seed": None,
+            # Candidates are drawn from (seed, epoch, group index): see set_sampling_epoch.
+            "seed": args.data_seed if args.data_seed is not None else args.seed,
         }
 
     # -- data ------------------------------------------------------------------------------------------------------------
     @staticmethod
     def _prepare_dataset(dataset, tokenizer, args: DistillationArguments, name: str, needs_pairs: bool):
-        missing = {"query", "passages", "scores"} - set(dataset.column_names)
+        # Evaluation needs labels, not a teacher: an eval set without teacher scores is measured on its labels.
+        required = {"query", "passages", "scores"} if name == "train" else {"query", "passages"}
+        missing = required - set(dataset.column_names)
         if missing:
             raise ValueError(
                 f"{name} dataset lacks column(s) {sorted(missing)} (has {dataset.column_names}). "
@@ -497,15 +650,19 @@ class DistillationTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
+        teacher_scores = inputs["teacher_scores"]
+        scored = bool(torch.isfinite(teacher_scores[inputs["candidate_mask"]]).all())
         with torch.no_grad():
             student_scores = self.score_groups(model, inputs)
-            loss = self.loss_fn(
-                student_scores, inputs["teacher_scores"], inputs["candidate_mask"], inputs["relevance_labels"]
-            ).detach()
+            loss = None  # labels-only groups (no teacher scores) have no distillation loss
+            if scored:
+                loss = self.loss_fn(
+                    student_scores, teacher_scores, inputs["candidate_mask"], inputs["relevance_labels"]
+                ).detach()
         if prediction_loss_only:
             return loss, None, None
         targets = (
-            inputs["teacher_scores"].float(),
+            torch.nan_to_num(teacher_scores.float(), nan=0.0),
             inputs["relevance_labels"],
             inputs["candidate_mask"].long(),
         )
@@ -562,10 +719,14 @@ class RerankerDistillationTrainer(DistillationTrainer):
         return CrossEncoderCollator(tokenizer, **self._collator_kwargs(args, training))
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        if isinstance(self.scorer, CausalYesNoScorer) and self.processing_class is not None:
-            # A saved causal-LM student renders (query, document) pairs as its training prompt, so
-            # sentence_transformers.CrossEncoder(output_dir) gives the scores it was trained to give.
-            self.processing_class.chat_template = qwen3_reranker_chat_template(self.args.instruction)
+        if self.processing_class is not None:
+            if isinstance(self.scorer, CausalYesNoScorer):
+                # A saved causal-LM student renders (query, document) pairs as its training prompt, so
+                # sentence_transformers.CrossEncoder(output_dir) gives the scores it was trained to give.
+                self.processing_class.chat_template = qwen3_reranker_chat_template(self.args.instruction)
+            # Served at the length it was trained and measured at, not the checkpoint's (8192 for bge-m3's
+            # family): CrossEncoder(output_dir) truncates where training truncated.
+            self.processing_class.model_max_length = self.args.max_length
         super()._save(output_dir, state_dict)
 
 
@@ -578,15 +739,28 @@ class EmbeddingDistillationTrainer(DistillationTrainer):
 
     @classmethod
     def auto_student_temperature(cls, args: DistillationArguments) -> float:
-        """``student_temperature="auto"``: 0.05 for cosine scores (in [-1, 1]), else 1."""
-        return 0.05 if args.similarity == "cosine" and args.similarity_scale == 1.0 else 1.0
+        """``student_temperature="auto"``: 0.05 for bounded scores in [-1, 1] (cosine, or dot of normalised
+        embeddings, at similarity_scale 1), else 1."""
+        bounded = args.similarity == "cosine" or (args.similarity == "dot" and args.normalize_embeddings)
+        return 0.05 if bounded and args.similarity_scale == 1.0 else 1.0
 
     def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
         pooling = args.pooling
         if pooling == "auto":
-            declared = sentence_transformers_pooling(getattr(getattr(model, "config", None), "_name_or_path", None))
-            pooling = declared[0] if declared else "cls"
-            logger.info("bi-encoder pooling: %s (%s)", pooling, "from the checkpoint's 1_Pooling" if declared else "default")
+            name_or_path = getattr(getattr(model, "config", None), "_name_or_path", None)
+            try:
+                declared = sentence_transformers_pooling(name_or_path)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+            if declared is None:
+                raise ConfigError(
+                    f"--pooling auto: {name_or_path or 'the student'} declares no sentence-transformers pooling "
+                    "(no 1_Pooling/config.json in its folder, on the Hub or in the local Hub cache). Fix: pass "
+                    "--pooling cls, mean or last, as the model was trained (bge: cls, all-MiniLM / e5: mean, "
+                    "Qwen3-Embedding: last)."
+                )
+            pooling = declared[0]
+            logger.info("bi-encoder pooling: %s (from %s's 1_Pooling/config.json)", pooling, name_or_path)
         return BiEncoderScorer(
             pooling=pooling,
             normalize=args.normalize_embeddings,

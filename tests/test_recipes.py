@@ -270,8 +270,138 @@ def test_every_seed_config_parses_into_the_recipe_arguments(config):
     from hf_distill.recipe import ModelArguments, ScriptArguments
     from hf_distill.trainer import DistillationArguments
 
+    from hf_distill.data import eval_set_names
+    from hf_distill.losses import DistillationLoss
+
     parser = HfArgumentParser((ScriptArguments, ModelArguments, DistillationArguments))
-    # bf16 needs a GPU to be accepted here; the configs are written for one.
-    script_args, model_args, training_args = parse_config(parser, ["--config", str(REPO / config), "--bf16", "false"])
+    cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]  # the configs say bf16: CPU bf16 here
+    script_args, model_args, training_args = parse_config(parser, ["--config", str(REPO / config), *cpu])
     assert model_args.model_name_or_path and script_args.train_file and training_args.output_dir
-    assert training_args.loss_options() is not None  # the loss exists and its options fit it
+    # The loss exists and takes the config's options (built as the trainer builds it, "auto" values resolved).
+    options = {key: (1.0 if value == "auto" else value) for key, value in training_args.loss_options().items()}
+    DistillationLoss(training_args.loss, hard_label_weight=training_args.hard_label_weight, **options)
+    # Every eval set keeps a name of its own: none is dropped from the report and the card.
+    assert len(eval_set_names(script_args.eval_file or [])) == len(script_args.eval_file or [])
+
+
+def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(workspace, tmp_path):
+    """Batches and candidate samples of a resumed run are those of the uninterrupted run, mid-epoch too."""
+    import shutil
+
+    # 16 groups, 4 per step: 4 steps per epoch; the checkpoint at step 6 is in the middle of the second epoch.
+    # Groups of 6 cut to 4 (2 by teacher rank, 2 sampled); dropout on, so steps consume random numbers.
+    common = [
+        "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"], "--loss", "listnet",
+        "--group_size", "4", "--learning_rate", "1e-3", "--max_steps", "10", "--save_strategy", "steps",
+        "--save_steps", "6", "--evaluate_before_training", "false", "--dropout", "keep", *QUICK,
+    ]
+    whole = tmp_path / "whole"
+    result = _run_recipe("reranker", *common, "--output_dir", str(whole))
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-6", resumed / "checkpoint-6")
+    result = _run_recipe("reranker", *common, "--output_dir", str(resumed),
+                         "--resume_from_checkpoint", str(resumed / "checkpoint-6"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected, actual = _state_dict(str(whole)), _state_dict(str(resumed))
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
+    # The checkpoint and the end differ: four steps of training lie between them.
+    at_checkpoint = _state_dict(str(whole / "checkpoint-6"))
+    assert any(not torch.allclose(at_checkpoint[k], expected[k]) for k in expected)
+
+
+def test_ddp_full_weight_embedding_student_with_activation_checkpointing(workspace, tmp_path):
+    """An encoder's pooler, which no bi-encoder loss reads, must not break DDP without find_unused_parameters."""
+    output_dir = tmp_path / "ddp-embedding"
+    result = _run_recipe(
+        "embedding", "--model_name_or_path", workspace["encoder"], "--train_file", workspace["train"],
+        "--output_dir", str(output_dir), "--pooling", "cls", "--activation_checkpointing", "true",
+        "--max_steps", "3", "--save_strategy", "no", "--evaluate_before_training", "false", *QUICK,
+        launcher=_launcher("--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml")),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    start, trained = _state_dict(workspace["encoder"]), _state_dict(str(output_dir))
+    assert any(not torch.allclose(start[k], trained[k]) for k in start if "encoder.layer" in k)
+    pooler = [k for k in start if k.startswith("pooler")]
+    assert pooler and all(torch.equal(start[k], trained[k]) for k in pooler)  # kept, untouched
+
+
+def test_lora_on_a_bf16_base_is_merged_in_fp32_into_the_model_that_was_trained(workspace, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    from hf_distill.recipe import run_distillation
+
+    output_dir = tmp_path / "bf16-lora"
+    run_distillation("embedding", [
+        "--model_name_or_path", workspace["encoder"], "--train_file", workspace["train"], "--output_dir",
+        str(output_dir), "--pooling", "cls", "--use_peft", "--lora_r", "4", "--lora_target_modules", "query", "value",
+        "--torch_dtype", "bfloat16", "--learning_rate", "1e-3", "--max_steps", "2", "--save_strategy", "no",
+        "--evaluate_before_training", "false", *QUICK,
+    ])
+    saved = _state_dict(str(output_dir))
+    assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
+    # What was trained: the bf16 base plus the adapter, in exact arithmetic.
+    base = AutoModel.from_pretrained(workspace["encoder"], dtype=torch.bfloat16).to(torch.float32)
+    expected = PeftModel.from_pretrained(base, str(output_dir / "lora_adapter")).merge_and_unload().state_dict()
+    key = "encoder.layer.0.attention.self.query.weight"
+    update = expected[key] - AutoModel.from_pretrained(workspace["encoder"], dtype=torch.bfloat16).state_dict()[key].float()
+    assert update.abs().max() > 0  # training moved the adapter
+    torch.testing.assert_close(saved[key], expected[key], atol=0, rtol=0)
+
+
+def test_a_failing_final_evaluation_leaves_the_trained_student_saved(workspace, tmp_path, monkeypatch):
+    import hf_distill.recipe as recipe
+
+    def out_of_memory(trainer, eval_datasets):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(recipe, "_evaluate_all", out_of_memory)
+    output_dir = tmp_path / "student"
+    with pytest.raises(RuntimeError, match="simulated"):
+        recipe.run_distillation("reranker", [
+            "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
+            "--eval_file", workspace["eval"], "--output_dir", str(output_dir), "--max_steps", "2",
+            "--save_strategy", "no", "--evaluate_before_training", "false", *QUICK,
+        ])
+    assert (output_dir / "model.safetensors").exists()
+    report = json.loads((output_dir / "distillation_report.json").read_text())
+    assert "simulated" in report["evaluation_error"] and report["metrics_after"] == {}
+
+
+def test_eval_files_sharing_a_stem_are_all_reported(workspace, tmp_path):
+    from hf_distill.recipe import run_distillation
+
+    files = []
+    for task, seed in (("stackoverflowdupquestions", 2), ("askubuntudupquestions", 3), ("scidocs", 4)):
+        (tmp_path / "data" / task).mkdir(parents=True)
+        files.append(str(_write_jsonl(tmp_path / "data" / task / "test_scored.jsonl", make_groups(4, 5, seed=seed))))
+    output_dir = tmp_path / "student"
+    report = run_distillation("reranker", [
+        "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"], "--eval_file", *files,
+        "--output_dir", str(output_dir), "--max_steps", "1", "--save_strategy", "no", *QUICK,
+    ])
+    names = ["stackoverflowdupquestions_test_scored", "askubuntudupquestions_test_scored", "scidocs_test_scored"]
+    assert list(report["metrics_after"]) == names and list(report["metrics_before"]) == names
+    card = (output_dir / "README.md").read_text()
+    assert all(name in card for name in names)
+
+
+def test_labels_only_eval_file_is_measured_without_a_teacher(workspace, tmp_path):
+    from hf_distill.recipe import run_distillation
+
+    rows = [{"query": row["query"], "positive": [p for p, l in zip(row["passages"], row["labels"]) if l == 1],
+             "negative": [p for p, l in zip(row["passages"], row["labels"]) if l != 1]}
+            for row in make_groups(6, 6, seed=2)]
+    mteb = _write_jsonl(tmp_path / "test.jsonl", [row for row in rows if row["positive"] and row["negative"]])
+    report = run_distillation("reranker", [
+        "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
+        "--eval_file", str(mteb), workspace["eval"], "--output_dir", str(tmp_path / "student"), "--max_steps", "1",
+        "--save_strategy", "no", *QUICK,
+    ])
+    labels_only, scored = report["metrics_after"]["test"], report["metrics_after"]["eval_in_domain"]
+    assert {"map", "mrr@10", "ndcg@10"} <= labels_only.keys() and labels_only["num_queries"] > 0
+    assert not {"spearman", "kendall", "loss", "teacher_map"} & labels_only.keys()
+    assert {"spearman", "teacher_map"} <= scored.keys()

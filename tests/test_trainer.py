@@ -31,6 +31,7 @@ def _args(tmp_path, **overrides):
         group_size=6,
         disable_tqdm=True,
         seed=0,
+        pooling="cls",  # tiny encoders built from a config have no sentence-transformers files to read it from
     )
     values.update(overrides)
     return DistillationArguments(**values)
@@ -277,3 +278,141 @@ def test_dropout_keep_leaves_the_checkpoints_and_a_number_sets_every_kind(tmp_pa
     for bad in ("1.5", "lots"):
         with pytest.raises(ValueError, match="--dropout must be a probability"):
             _args(tmp_path, dropout=bad).dropout_probability()
+
+
+# --- the users' path: findings of shared/reviews/core.md -------------------------------------------------------------
+
+
+def test_teacher_scores_stay_fp32_when_deepspeed_casts_float_inputs(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    """Trainer._prepare_input casts every float tensor to DeepSpeed's bf16; teacher scores are targets, not inputs."""
+    from types import SimpleNamespace
+
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer
+    )
+    # What an accelerate DeepSpeed plugin with bf16 looks like to Trainer._prepare_input.
+    plugin = SimpleNamespace(hf_ds_config=SimpleNamespace(dtype=lambda: torch.bfloat16))
+    accelerator, trainer.accelerator = trainer.accelerator, SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin))
+    trainer.is_deepspeed_enabled = True
+    try:
+        teacher = torch.tensor([[0.5512, 0.5517, 0.5523]])  # a cosine teacher: bf16 would make them one value
+        inputs = trainer._prepare_inputs({"teacher_scores": teacher.clone(), "other": torch.ones(1, 3)})
+    finally:
+        trainer.accelerator, trainer.is_deepspeed_enabled = accelerator, False
+    assert inputs["other"].dtype == torch.bfloat16  # the Trainer's cast does run here
+    assert inputs["teacher_scores"].dtype == torch.float32
+    assert torch.equal(inputs["teacher_scores"], teacher)
+
+
+def test_dropout_zero_leaves_lora_dropout_at_its_configured_value(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    model = get_peft_model(tiny_reranker, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_dropout=0.05,
+                                                     target_modules=["query", "value"]))
+    RerankerDistillationTrainer(model=model, args=_args(tmp_path, dropout="0"), train_dataset=train_dataset,
+                                processing_class=tokenizer)
+    lora = [m.p for name, m in model.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
+    other = [m.p for name, m in model.named_modules() if "lora_dropout" not in name and isinstance(m, torch.nn.Dropout)]
+    assert lora and set(lora) == {0.05}
+    assert other and set(other) == {0.0}
+
+
+def test_hard_label_temperature_auto_follows_the_student_temperature(tmp_path, tokenizer, tiny_reranker, tiny_encoder,
+                                                                    train_dataset):
+    embedder = EmbeddingDistillationTrainer(
+        model=tiny_encoder, args=_args(tmp_path, pooling="mean", hard_label_weight=0.5),
+        train_dataset=train_dataset, processing_class=tokenizer,
+    )
+    assert embedder.loss_fn.hard_label_temperature == pytest.approx(0.05)  # cosines: the sharp student softmax
+    reranker = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, hard_label_weight=0.5, loss="margin_mse"),
+        train_dataset=train_dataset, processing_class=tokenizer,
+    )
+    assert reranker.loss_fn.hard_label_temperature == 1.0  # logits
+    fixed = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, hard_label_weight=0.5, hard_label_temperature="0.3"),
+        train_dataset=train_dataset, processing_class=tokenizer,
+    )
+    assert fixed.loss_fn.hard_label_temperature == pytest.approx(0.3)
+
+
+def test_normalised_dot_scores_count_as_bounded_for_the_auto_student_temperature(tmp_path):
+    normalised_dot = _args(tmp_path, similarity="dot", normalize_embeddings=True)
+    raw_dot = _args(tmp_path, similarity="dot", normalize_embeddings=False)
+    assert EmbeddingDistillationTrainer.auto_student_temperature(normalised_dot) == 0.05
+    assert EmbeddingDistillationTrainer.auto_student_temperature(raw_dot) == 1.0
+
+
+def test_pooling_auto_without_sentence_transformers_files_asks_for_pooling(tmp_path, tokenizer, tiny_encoder,
+                                                                          train_dataset):
+    from hf_distill.cli import ConfigError
+
+    tiny_encoder.config._name_or_path = str(tmp_path)  # a plain transformers folder: no 1_Pooling
+    with pytest.raises(ConfigError, match="--pooling cls, mean or last"):
+        EmbeddingDistillationTrainer(model=tiny_encoder, args=_args(tmp_path, pooling="auto"),
+                                     train_dataset=train_dataset, processing_class=tokenizer)
+
+
+def test_saved_reranker_is_served_at_the_trained_max_length(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    from sentence_transformers import CrossEncoder
+
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, max_steps=1, max_length=48), train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "saved"))
+    assert CrossEncoder(str(tmp_path / "saved")).max_length == 48
+
+
+def test_candidate_samples_depend_on_seed_epoch_and_group_only(tokenizer):
+    from hf_distill.collators import GROUP_INDEX_COLUMN, CrossEncoderCollator
+
+    rows = [dict(row, **{GROUP_INDEX_COLUMN: i}) for i, row in enumerate(make_groups(4, 12, seed=3))]
+
+    def sample(epoch, rows):
+        collator = CrossEncoderCollator(tokenizer, group_size=5, top_fraction=0.2, seed=7)
+        collator.set_epoch(epoch)
+        batch = collator(rows)
+        return [sorted(t for t, keep in zip(teacher.tolist(), mask.tolist()) if keep)
+                for teacher, mask in zip(batch["teacher_scores"], batch["candidate_mask"])]
+
+    import random
+
+    first = sample(0, rows)
+    random.seed(12345)  # whatever the global state, e.g. after a resume
+    assert sample(0, rows) == first
+    assert sample(0, rows[2:]) == first[2:]  # a group's sample does not depend on what was collated before it
+    assert sample(1, rows) != first  # a new epoch draws anew
+
+
+def test_length_grouped_permutation_is_drawn_from_seed_and_epoch(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    from hf_distill.trainer import EpochSeededLengthGroupedSampler
+
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, per_device_train_batch_size=2), train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, EpochSeededLengthGroupedSampler)
+    sampler.set_epoch(1)
+    epoch_one = list(sampler)
+    torch.manual_seed(999)  # the global RNG no longer matters
+    assert list(sampler) == epoch_one
+    sampler.set_epoch(2)
+    assert list(sampler) != epoch_one and sorted(list(sampler)) == sorted(epoch_one)
+
+
+def test_eval_set_with_labels_only_is_measured_without_teacher_columns(tmp_path, tokenizer, tiny_reranker,
+                                                                      train_dataset):
+    labels_only = train_dataset.remove_columns("scores")
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path), train_dataset=train_dataset,
+        eval_dataset={"scored": train_dataset, "mteb": labels_only}, processing_class=tokenizer,
+    )
+    metrics = trainer.evaluate()
+    assert {"eval_mteb_map", "eval_mteb_mrr@10", "eval_mteb_ndcg@10"} <= metrics.keys()
+    assert not [key for key in metrics if key.startswith("eval_mteb_") and
+                any(word in key for word in ("teacher", "spearman", "kendall", "loss"))]
+    assert metrics["eval_mteb_map"] == pytest.approx(metrics["eval_scored_map"])  # same student, same labels
+    assert "eval_scored_spearman" in metrics and "eval_scored_loss" in metrics
