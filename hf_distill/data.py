@@ -748,15 +748,26 @@ def read_groups(
     Raises:
         DataFormatError: on the first problem, naming file, line (or row), field and the fix.
     """
+    return list(iter_groups(source, format=format, split=split, require_scores=require_scores))
+
+
+def iter_groups(
+    source: str | os.PathLike, format: str = "auto", split: str = "train", require_scores: bool = True
+) -> Iterator[RankingGroup]:
+    """:func:`read_groups`, one group at a time: memory stays flat whatever the file's size (pointwise rows are
+    the exception: a query's rows may be anywhere in the file, so they are grouped in memory first).
+
+    The per-file warnings (dropped duplicates, huge scores) are logged once the file has been read.
+    """
     source = os.fspath(source)
     if format != "auto" and format not in FORMATS:
         raise DataFormatError(
             source, None, "format", f"unknown format {format!r}", f"pass format= one of: auto, {', '.join(FORMATS)}"
         )
     fmt = None if format == "auto" else format
-    groups: list[RankingGroup] = []
     pointwise = _PointwiseGrouper()
     duplicates = _Duplicates()
+    large: list[float] = []
     for place, row in _iter_source(source, split):
         if fmt is None:
             fmt = detect_format(row, source, place)
@@ -773,18 +784,21 @@ def read_groups(
             pointwise.add(r, require_scores)
         else:
             group, names = _ROW_READERS[fmt](r, require_scores)
-            groups.append(_drop_duplicates(r, group, names, duplicates))
+            group = _drop_duplicates(r, group, names, duplicates)
+            large.extend(abs(s) for s in (group.scores or ()) if abs(s) > _LARGE_SCORE)
+            yield group
     if fmt is None:
         raise DataFormatError(
             source, None, None, "has no rows", "check that the file was fully written (did the scoring job finish?)"
         )
     if fmt == "pointwise":
         groups, duplicates = list(pointwise.groups.values()), pointwise.duplicates
-    _warn_about_file(source, groups, duplicates)
-    return groups
+        large = [abs(s) for group in groups for s in (group.scores or ()) if abs(s) > _LARGE_SCORE]
+        yield from groups
+    _warn_about_file(source, large, duplicates)
 
 
-def _warn_about_file(source: str, groups: list[RankingGroup], duplicates: _Duplicates) -> None:
+def _warn_about_file(source: str, large: list[float], duplicates: _Duplicates) -> None:
     """One warning per file and kind: dropped duplicate passages, and scores too large to be a teacher's."""
     if duplicates.dropped:
         logger.warning(
@@ -794,7 +808,6 @@ def _warn_about_file(source: str, groups: list[RankingGroup], duplicates: _Dupli
             duplicates.dropped,
             duplicates.other_score,
         )
-    large = [abs(s) for group in groups for s in (group.scores or ()) if abs(s) > _LARGE_SCORE]
     if large:
         logger.warning(
             "%s: %d teacher scores have |score| > 1e4 (largest %.3g); squared-error losses compute (s - t)**2, "
@@ -825,23 +838,12 @@ def groups_to_dataset(groups: Iterable[RankingGroup]) -> datasets.Dataset:
     unscored, so only use unscored groups where teacher scores are not read, e.g. evaluation with labels)
     and ``labels`` (list[int64]: 1 relevant, 0 not, ``-1`` unknown; ``-1`` everywhere when the group has none).
     """
-    columns: dict[str, list] = {"query": [], "passages": [], "scores": [], "labels": []}
+    columns: dict[str, list] = {name: [] for name in DATASET_FEATURES}
     for index, group in enumerate(groups):
         _check_group(group, index)
-        n = len(group.passages)
-        columns["query"].append(group.query)
-        columns["passages"].append(list(group.passages))
-        columns["scores"].append([float(s) for s in group.scores] if group.scores is not None else [0.0] * n)
-        columns["labels"].append([int(v) for v in group.labels] if group.labels is not None else [-1] * n)
-    features = datasets.Features(
-        {
-            "query": datasets.Value("string"),
-            "passages": datasets.Sequence(datasets.Value("string")),
-            "scores": datasets.Sequence(datasets.Value("float32")),
-            "labels": datasets.Sequence(datasets.Value("int64")),
-        }
-    )
-    return datasets.Dataset.from_dict(columns, features=features)
+        for name, value in _dataset_row(group).items():
+            columns[name].append(value)
+    return datasets.Dataset.from_dict(columns, features=DATASET_FEATURES)
 
 
 def load_ranking_dataset(
@@ -857,11 +859,94 @@ def load_ranking_dataset(
     logger giving their count (listwise losses need several candidates to compare; a group of one only
     teaches a pointwise loss anything).
 
+    **Memory.** A local file is streamed into an Arrow file in the ``datasets`` cache (``HF_DATASETS_CACHE``) one
+    group at a time, and the dataset is memory-mapped from it: a million queries cost disk, not RAM, and every
+    process of a data-parallel run maps the same file (the first run builds it; the cache key includes the
+    file's size and modification time, so an edited file is read again). Hub datasets and dataset folders are
+    read into memory.
+
     Raises:
         DataFormatError: on any invalid row (see :func:`read_groups`) or when no group has enough candidates.
     """
     source = os.fspath(source)
-    groups = read_groups(source, format=format, split=split, require_scores=require_scores)
+    if not os.path.isfile(source):
+        return _groups_to_kept_dataset(
+            source, read_groups(source, format=format, split=split, require_scores=require_scores), min_candidates
+        )
+    stat = os.stat(source)
+    gen_kwargs = {
+        "source": os.path.abspath(source),
+        "format": format,
+        "split": split,
+        "require_scores": require_scores,
+        "min_candidates": min_candidates,
+        "file_version": (stat.st_size, stat.st_mtime_ns),  # only in the cache key
+    }
+    try:
+        dataset = datasets.Dataset.from_generator(_dataset_rows, features=DATASET_FEATURES, gen_kwargs=gen_kwargs)
+    except datasets.exceptions.DatasetGenerationError as error:  # the generator's own error, wrapped
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, DataFormatError):
+            raise cause from None
+        raise
+    if len(dataset) == 0:
+        raise DataFormatError(
+            source,
+            None,
+            "passages",
+            f"no group has at least min_candidates={min_candidates} candidates",
+            "lower min_candidates or add candidates to the groups",
+        )
+    return dataset
+
+
+DATASET_FEATURES = datasets.Features(
+    {
+        "query": datasets.Value("string"),
+        "passages": datasets.Sequence(datasets.Value("string")),
+        "scores": datasets.Sequence(datasets.Value("float32")),
+        "labels": datasets.Sequence(datasets.Value("int64")),
+    }
+)
+
+
+def _dataset_row(group: RankingGroup) -> dict[str, Any]:
+    n = len(group.passages)
+    return {
+        "query": group.query,
+        "passages": list(group.passages),
+        "scores": [float(s) for s in group.scores] if group.scores is not None else [0.0] * n,
+        "labels": [int(v) for v in group.labels] if group.labels is not None else [-1] * n,
+    }
+
+
+def _dataset_rows(
+    source: str, format: str, split: str, require_scores: bool, min_candidates: int, file_version: Any
+) -> Iterator[dict[str, Any]]:
+    """Rows of :func:`load_ranking_dataset`'s Arrow file (a module-level function: ``datasets`` hashes it)."""
+    total = dropped = 0
+    for group in iter_groups(source, format=format, split=split, require_scores=require_scores):
+        total += 1
+        if len(group.passages) < min_candidates:
+            dropped += 1
+            continue
+        yield _dataset_row(group)
+    if dropped == total:
+        raise DataFormatError(
+            source,
+            None,
+            "passages",
+            f"all {total} groups have fewer than min_candidates={min_candidates} candidates",
+            "lower min_candidates or add candidates to the groups",
+        )
+    if dropped:
+        logger.warning(
+            "%s: dropped %d of %d groups with fewer than min_candidates=%d candidates",
+            source, dropped, total, min_candidates,
+        )
+
+
+def _groups_to_kept_dataset(source: str, groups: list[RankingGroup], min_candidates: int) -> datasets.Dataset:
     kept = [group for group in groups if len(group.passages) >= min_candidates]
     dropped = len(groups) - len(kept)
     if not kept:

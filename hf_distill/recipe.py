@@ -112,10 +112,26 @@ def _load_student(kind: StudentKind, model_args: ModelArguments, student_type: s
 
     A reranker whose checkpoint is a ``*ForCausalLM`` (Qwen3-Reranker, Qwen3) loads as that causal LM and is
     trained as a yes/no reranker (``student_type`` auto or causal_lm); ``student_type=cross_encoder`` gives it a
-    sequence-classification head instead.
+    sequence-classification head instead. A checkpoint that cannot be found or loaded is one ConfigError.
     """
     if not model_args.model_name_or_path:
         raise ConfigError("--model_name_or_path is required: the student checkpoint to distil into.")
+    if model_args.torch_dtype is not None and not isinstance(getattr(torch, model_args.torch_dtype, None), torch.dtype):
+        raise ConfigError(
+            f"--torch_dtype {model_args.torch_dtype!r} is not a torch dtype. Fix: float32, bfloat16 or float16."
+        )
+    try:
+        return _load_student_checkpoint(kind, model_args, student_type)
+    except ImportError as error:  # e.g. attn_implementation flash_attention_2 without the flash-attn package
+        raise ConfigError(f"cannot load the student {model_args.model_name_or_path}: {error}") from None
+    except OSError as error:  # not found locally, not on the Hub or offline, or a broken checkpoint
+        raise ConfigError(
+            f"cannot load the student {model_args.model_name_or_path}: {str(error).strip().rstrip('.')}. Fix: check "
+            "the path or Hub id (offline, HF_HUB_OFFLINE=1 needs it in the local Hub cache)."
+        ) from None
+
+
+def _load_student_checkpoint(kind: StudentKind, model_args: ModelArguments, student_type: str):
     kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
     if model_args.num_hidden_layers is not None:
         kwargs["num_hidden_layers"] = model_args.num_hidden_layers
@@ -275,7 +291,7 @@ def _cpu_worker_flags() -> list[str]:
         # One process on a machine without GPUs: a GPU config (bf16: true) runs on the CPU as it is, in CPU bf16.
         return ["--use_cpu", "true"]
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        return ["--ddp_backend", "gloo"]
+        return ["--ddp_backend", "gloo", "--use_cpu", "true"]
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         return []
     return ["--use_cpu", "true"]
@@ -296,11 +312,13 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
-    # Every data file is read and validated before anything is written.
-    train_dataset = load_ranking_dataset(script_args.train_file, format=script_args.train_format)
+    # Every data file is read and validated before anything is written. The main process streams the training
+    # file into an Arrow cache first; the other processes then map the same file instead of reading it again.
+    eval_files = eval_set_names(script_args.eval_file or [])
+    with training_args.main_process_first(desc="reading the training data"):
+        train_dataset = load_ranking_dataset(script_args.train_file, format=script_args.train_format)
     if script_args.max_train_groups is not None:
         train_dataset = train_dataset.select(range(min(script_args.max_train_groups, len(train_dataset))))
-    eval_files = eval_set_names(script_args.eval_file or [])
     eval_datasets = {name: load_eval_dataset(path) for name, path in eval_files.items()}
 
     set_seed(training_args.seed)  # a fresh reranker head is drawn at load: the same head for the same --seed
@@ -353,6 +371,7 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         "max_steps": training_args.max_steps,
         "train_runtime_s": train_result.metrics.get("train_runtime"),
         "world_size": training_args.world_size,
+        "distributed_type": trainer.accelerator.distributed_type.value,  # NO, MULTI_GPU, MULTI_CPU, DEEPSPEED, FSDP
         "dropout": training_args.dropout,
         "precision": str(trainer.accelerator.mixed_precision),  # no, bf16 or fp16: what the forward ran in
         "instruction": training_args.instruction,

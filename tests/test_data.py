@@ -651,3 +651,26 @@ def test_eval_set_name_collisions_name_both_paths_and_the_fix(paths, first, seco
 def test_eval_set_name_must_not_be_empty():
     with pytest.raises(ValueError, match=r"empty.*name=path"):
         eval_set_names(["=data/a.jsonl"])
+
+
+def test_training_file_is_streamed_into_a_memory_mapped_arrow_file(tmp_path, monkeypatch):
+    """A million queries must cost disk, not RAM on every rank (benchmarks/training_data_memory.py measures it)."""
+    import json as _json
+    import os as _os
+
+    from hf_distill.data import load_ranking_dataset, read_groups
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "train.jsonl"
+    rows = [{"query": f"q{i}", "passages": [f"a{i}", f"b{i}"], "scores": [1.0, float(i)], "labels": [1, 0]}
+            for i in range(5)]
+    path.write_text("".join(_json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    dataset = load_ranking_dataset(path)
+    assert dataset.cache_files and dataset.cache_files[0]["filename"].endswith(".arrow")  # memory-mapped
+    assert [row["query"] for row in dataset] == [group.query for group in read_groups(path)]
+    assert dataset[4]["scores"] == [1.0, 4.0] and dataset[4]["labels"] == [1, 0]
+    # An edited file is read again, not served from the cache.
+    rows[4]["scores"] = [1.0, 40.0]
+    path.write_text("".join(_json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    _os.utime(path, ns=(1, 1))
+    assert load_ranking_dataset(path)[4]["scores"] == [1.0, 40.0]
