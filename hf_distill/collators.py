@@ -45,8 +45,9 @@ GROUP_INDEX_COLUMN = "group_index"
 class CandidateSampler:
     """Pick at most ``group_size`` candidates of a group for one training step.
 
-    Order of preference: labelled positives, then the teacher's top ``round(top_fraction * group_size)``, then
-    a uniform sample of the remaining candidates. ``group_size=None`` keeps every candidate (evaluation).
+    Order of preference: labelled positives (unless ``keep_labelled_positives=False``: then the teacher's ranking
+    alone decides), then the teacher's top ``round(top_fraction * group_size)``, then a uniform sample of the
+    remaining candidates. ``group_size=None`` keeps every candidate (evaluation).
 
     **Reproducible sampling.** With an int ``seed`` and a group ``key`` (its index in the training set), the
     sample is drawn from a generator seeded by ``(seed, epoch, key)``: it depends on nothing that ran before, so
@@ -60,6 +61,7 @@ class CandidateSampler:
     top_fraction: float = 0.5
     seed: int | None = None
     epoch: int = 0
+    keep_labelled_positives: bool = True
     _rng: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +82,8 @@ class CandidateSampler:
         n = len(scores)
         if self.group_size is None or n <= self.group_size:
             return list(range(n))
-        kept: list[int] = [i for i in range(n) if labels and labels[i] == 1][: self.group_size]
+        positives = [i for i in range(n) if labels and labels[i] == 1] if self.keep_labelled_positives else []
+        kept: list[int] = positives[: self.group_size]
         chosen = set(kept)
         by_teacher = sorted((i for i in range(n) if i not in chosen), key=lambda i: -scores[i])
         num_top = min(round(self.top_fraction * self.group_size), self.group_size - len(kept))
@@ -150,6 +153,7 @@ class _RankingCollator:
         micro_batch_max_tokens: int = 16384,
         micro_batch_overhead_tokens: int = 32,
         seed: int | None = None,
+        keep_labelled_positives: bool = True,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError(
@@ -158,7 +162,9 @@ class _RankingCollator:
             )
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.sampler = CandidateSampler(group_size=group_size, top_fraction=top_fraction, seed=seed)
+        self.sampler = CandidateSampler(
+            group_size=group_size, top_fraction=top_fraction, seed=seed, keep_labelled_positives=keep_labelled_positives
+        )
         self.micro_batch_max_tokens = micro_batch_max_tokens
         self.micro_batch_overhead_tokens = micro_batch_overhead_tokens
 

@@ -97,9 +97,11 @@ class DistillationArguments(TrainingArguments):
         default="auto",
         metadata={
             "help": "Student softmax temperature of listwise losses (kl, listnet): a number, or auto = 1 for "
-            "logit students (rerankers) and 0.05 for cosine bi-encoders, whose scores live in [-1, 1] (the "
-            "scale 20 of sentence-transformers' MultipleNegativesRankingLoss). The saved student's scores are "
-            "unchanged: the temperature only enters the loss."
+            "logit students (rerankers) and 0.05 for bi-encoders with bounded scores in [-1, 1] (cosine, or dot of "
+            "normalised embeddings; the scale 20 of sentence-transformers' MultipleNegativesRankingLoss). The saved "
+            "student's scores are unchanged: the temperature only enters the loss. kl is multiplied by T_s^2 "
+            "(Hinton et al., as sentence-transformers' DistillKLDivLoss): at 0.05 the loss reads 400x smaller than "
+            "listnet's; Adam does not mind, but weigh --hard_label_weight against that."
         },
     )
     margin_top_k: int = field(
@@ -130,6 +132,12 @@ class DistillationArguments(TrainingArguments):
     top_fraction: float = field(
         default=0.5,
         metadata={"help": "Share of group_size filled with the teacher's top candidates; the rest is sampled."},
+    )
+    keep_labelled_positives: bool = field(
+        default=True,
+        metadata={"help": "Keep a group's labelled positives whatever their teacher rank when cutting it to "
+                  "group_size. False: the teacher's ranking alone picks the candidates (the reference practice's "
+                  "top-k x next-m triplets)."},
     )
     max_length: int = field(
         default=512, metadata={"help": "Token limit of a (query, passage) pair (cross-encoder) or a text (bi-encoder)."}
@@ -367,7 +375,8 @@ class DistillationTrainer(Trainer):
             self.scorer = self.build_scorer(args, model)
         needs_pairs = args.loss not in POINTWISE_LOSSES
         if train_dataset is not None:
-            train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", needs_pairs)
+            with args.main_process_first(desc="preparing the training data"):  # the others read its cache
+                train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", needs_pairs)
             if GROUP_INDEX_COLUMN not in train_dataset.column_names:
                 # Candidate sampling draws from (seed, epoch, this index): the same sample whatever ran before.
                 train_dataset = train_dataset.add_column(GROUP_INDEX_COLUMN, list(range(len(train_dataset))))
@@ -514,6 +523,7 @@ class DistillationTrainer(Trainer):
             "micro_batch_overhead_tokens": args.micro_batch_overhead_tokens,
             # Candidates are drawn from (seed, epoch, group index): see set_sampling_epoch.
             "seed": args.data_seed if args.data_seed is not None else args.seed,
+            "keep_labelled_positives": args.keep_labelled_positives,
         }
 
     # -- data ------------------------------------------------------------------------------------------------------------
@@ -667,6 +677,18 @@ class DistillationTrainer(Trainer):
             inputs["candidate_mask"].long(),
         )
         return loss, student_scores.detach().float(), targets
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """Training FLOPs of one batch for ``total_flos``: 6 x non-embedding parameters x padded tokens (the
+        estimate transformers uses, counted on the micro-batches, which carry the token ids here)."""
+        if getattr(self, "_non_embedding_parameters", None) is None:
+            model = self.accelerator.unwrap_model(self.model)
+            embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+            # ds_numel: a ZeRO-3 parameter's full size (its local tensor is an empty shard)
+            self._non_embedding_parameters = sum(
+                getattr(p, "ds_numel", p.numel()) for p in model.parameters() if id(p) not in embeddings
+            )
+        return 6 * self._non_embedding_parameters * int(inputs.get("num_padded_tokens", 0))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         real, padded = self._token_counts.tolist()

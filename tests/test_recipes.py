@@ -242,7 +242,9 @@ def test_deepspeed_zero3_two_processes(workspace, tmp_path):
     result = _run_recipe(
         "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
         "--eval_file", workspace["eval"], "--output_dir", str(output_dir), "--max_steps", "2",
-        "--save_strategy", "no", *QUICK,
+        # several micro-batches per step, a different number on each rank: the dummy forwards that keep ZeRO-3's
+        # parameter gathering in step run
+        "--save_strategy", "no", "--micro_batch_max_tokens", "96", *QUICK,
         launcher=_launcher("--config_file", str(REPO / "accelerate_configs" / "deepspeed_zero3.yaml"),
                            "--mixed_precision", "no"),
     )
@@ -405,3 +407,16 @@ def test_labels_only_eval_file_is_measured_without_a_teacher(workspace, tmp_path
     assert {"map", "mrr@10", "ndcg@10"} <= labels_only.keys() and labels_only["num_queries"] > 0
     assert not {"spearman", "kendall", "loss", "teacher_map"} & labels_only.keys()
     assert {"spearman", "teacher_map"} <= scored.keys()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(("--model_name_or_path", "no-such-org/no-such-model"), "cannot load the student no-such-org/no-such-model"),
+     (("--torch_dtype", "bfloat"), "--torch_dtype 'bfloat' is not a torch dtype")],
+)
+def test_a_student_that_cannot_be_loaded_is_one_clear_error(workspace, tmp_path, flags, message):
+    args = ["--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
+            "--output_dir", str(tmp_path / "out"), *flags]
+    result = _run_recipe("reranker", *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and message in result.stderr

@@ -416,3 +416,25 @@ def test_eval_set_with_labels_only_is_measured_without_teacher_columns(tmp_path,
                 any(word in key for word in ("teacher", "spearman", "kendall", "loss"))]
     assert metrics["eval_mteb_map"] == pytest.approx(metrics["eval_scored_map"])  # same student, same labels
     assert "eval_scored_spearman" in metrics and "eval_scored_loss" in metrics
+
+
+def test_total_flos_counts_the_student_forwards(tmp_path, tokenizer, tiny_reranker, train_dataset):
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path, max_steps=2), train_dataset=train_dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    embeddings = {id(m.weight) for m in tiny_reranker.modules() if isinstance(m, torch.nn.Embedding)}
+    parameters = sum(p.numel() for p in tiny_reranker.parameters() if id(p) not in embeddings)
+    assert 0 < parameters < tiny_reranker.num_parameters()
+    assert trainer.state.total_flos > 0
+    assert trainer.floating_point_ops(batch) == 6 * parameters * int(batch["num_padded_tokens"])
+
+
+def test_without_keeping_labelled_positives_the_teacher_rank_alone_picks_candidates():
+    from hf_distill.collators import CandidateSampler
+
+    scores = [9.0, 8.0, 7.0, 6.0, 0.5]
+    labels = [0, 0, 0, 0, 1]  # a labelled positive the teacher ranks last
+    assert CandidateSampler(group_size=3, top_fraction=1.0).select(scores, labels) == [0, 1, 4]
+    assert CandidateSampler(group_size=3, top_fraction=1.0, keep_labelled_positives=False).select(scores, labels) == [0, 1, 2]
