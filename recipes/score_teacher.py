@@ -78,6 +78,9 @@ class ScoringArguments:
         default="auto", metadata={"help": "Row format of the input; auto detects it.", "choices": ["auto", *FORMATS]}
     )
     input_split: str = field(default="train", metadata={"help": "Split to read from a dataset dir or Hub dataset."})
+    max_queries: int | None = field(
+        default=None, metadata={"help": "Score only the first N queries of the input (a quick run of the whole job)."}
+    )
     output_file: str | None = field(
         default=None,
         metadata={"help": "Listwise JSONL to write (required). Work in progress lives in <output_file>.partial/."},
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     try:
         groups = read_groups(args.input_file, format=args.input_format, split=args.input_split, require_scores=False)
+        if args.max_queries is not None:
+            groups = groups[: args.max_queries]
         try:
             teacher = load_teacher(
                 args.teacher_type,

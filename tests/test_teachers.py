@@ -433,3 +433,23 @@ def test_vllm_backend_without_vllm_says_how_to_install_it(tiny_qwen3, monkeypatc
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
     with pytest.raises(VLLMNotInstalledError, match="pip install vllm"):
         load_teacher("qwen3_reranker", tiny_qwen3, backend="vllm")
+
+
+def test_qwen3_reranker_scorer_defaults_to_the_length_the_checkpoint_was_saved_with(tiny_qwen3, tmp_path):
+    """A distilled decoder student is saved with its training max_length and must be served at it."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from hf_distill.teachers.models import QWEN3_RERANKER_MAX_LENGTH, Qwen3RerankerTeacher
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_qwen3, student)
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    tokenizer.model_max_length = 160
+    tokenizer.save_pretrained(student)
+    assert Qwen3RerankerTeacher(str(student), device="cpu").max_length == 160
+    tokenizer.model_max_length = 131072  # the real Qwen3 tokenizers: the model card's 8192 applies
+    tokenizer.save_pretrained(student)
+    assert Qwen3RerankerTeacher(str(student), device="cpu").max_length == QWEN3_RERANKER_MAX_LENGTH
+    assert Qwen3RerankerTeacher(str(student), device="cpu", max_length=300).max_length == 300

@@ -223,11 +223,18 @@ class Qwen3RerankerTeacher(Teacher):
     def __init__(
         self, model_name_or_path: str, instruction: str | None = None, max_length: int | None = None, **kwargs: Any
     ):
-        super().__init__(model_name_or_path, max_length=max_length or QWEN3_RERANKER_MAX_LENGTH, **kwargs)
+        super().__init__(model_name_or_path, max_length=max_length, **kwargs)
         self.instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
         self.tokenizer = self._load_tokenizer()
-        self.prompt = Qwen3RerankerPrompt(self.tokenizer, self.instruction, self.max_length)
-        self.yes_id, self.no_id = yes_no_token_ids(self.tokenizer)
+        if self.max_length is None:
+            # The model card's 8192, or less when the checkpoint says so: a distilled student is saved with the
+            # length it was trained at, and is served at it.
+            self.max_length = min(QWEN3_RERANKER_MAX_LENGTH, _default_max_length(self.tokenizer, QWEN3_RERANKER_MAX_LENGTH))
+        try:
+            self.prompt = Qwen3RerankerPrompt(self.tokenizer, self.instruction, self.max_length)
+            self.yes_id, self.no_id = yes_no_token_ids(self.tokenizer)
+        except ValueError as error:  # a max_length below the prompt frame, a tokenizer without yes/no tokens
+            raise TeacherConfigError(f"{model_name_or_path}: {error}") from None
         self._answer_rows: torch.Tensor | None = None
         self._answer_bias: torch.Tensor | None = None
 
