@@ -862,8 +862,9 @@ def load_ranking_dataset(
     **Memory.** A local file is streamed into an Arrow file in the ``datasets`` cache (``HF_DATASETS_CACHE``) one
     group at a time, and the dataset is memory-mapped from it: a million queries cost disk, not RAM, and every
     process of a data-parallel run maps the same file (the first run builds it; the cache key includes the
-    file's size and modification time, so an edited file is read again). Hub datasets and dataset folders are
-    read into memory.
+    file's size and modification time and the reader's code, so an edited file or a new hf_distill reads it
+    again). The per-file warnings (duplicates dropped, huge scores) are logged when the cache is built, not when it
+    is reused. Hub datasets and dataset folders are read into memory.
 
     Raises:
         DataFormatError: on any invalid row (see :func:`read_groups`) or when no group has enough candidates.
@@ -881,6 +882,7 @@ def load_ranking_dataset(
         "require_scores": require_scores,
         "min_candidates": min_candidates,
         "file_version": (stat.st_size, stat.st_mtime_ns),  # only in the cache key
+        "reader_version": _READER_VERSION,  # a new reader (validation, dedup) reads the file again
     }
     try:
         dataset = datasets.Dataset.from_generator(_dataset_rows, features=DATASET_FEATURES, gen_kwargs=gen_kwargs)
@@ -899,6 +901,10 @@ def load_ranking_dataset(
         )
     return dataset
 
+
+# The reader's own code: part of the Arrow cache key, so an upgraded hf_distill never serves rows its
+# predecessor parsed (datasets pickles _dataset_rows by reference, not by code).
+_READER_VERSION = __import__("hashlib").sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 DATASET_FEATURES = datasets.Features(
     {
@@ -921,7 +927,8 @@ def _dataset_row(group: RankingGroup) -> dict[str, Any]:
 
 
 def _dataset_rows(
-    source: str, format: str, split: str, require_scores: bool, min_candidates: int, file_version: Any
+    source: str, format: str, split: str, require_scores: bool, min_candidates: int, file_version: Any,
+    reader_version: str,
 ) -> Iterator[dict[str, Any]]:
     """Rows of :func:`load_ranking_dataset`'s Arrow file (a module-level function: ``datasets`` hashes it)."""
     total = dropped = 0

@@ -284,7 +284,11 @@ def _cpu_worker_flags() -> list[str]:
     They go first on the command line, so a user's own ``--use_cpu`` / ``--ddp_backend`` still wins.
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    has_accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    has_accelerator = (
+        torch.cuda.is_available()
+        or (hasattr(torch, "xpu") and torch.xpu.is_available())
+        or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    )
     if has_accelerator:
         return []
     if not launched:
@@ -355,6 +359,8 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
             "the final evaluation failed (%s: %s). The trained student is saved in %s: evaluate it with "
             "recipes/evaluate.py --model_name_or_path %s.", type(error).__name__, error, output_dir, output_dir,
         )
+        if training_args.world_size > 1:
+            raise  # the other processes may be inside the evaluation's collectives: waiting for them would hang
     report = {
         "student_kind": kind,
         "base_model": model_args.model_name_or_path,
@@ -387,7 +393,9 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     if trainer.args.should_save:
         with open(os.path.join(output_dir, "distillation_report.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
-        _write_card_and_push(output_dir, report, push_to_hub, training_args)
+        if push_to_hub and evaluation_error is not None:
+            logger.error("not pushed to the Hub: the final evaluation failed (the card would have no results)")
+        _write_card_and_push(output_dir, report, push_to_hub and evaluation_error is None, training_args)
     # No rank exits while the main process still writes: a launcher stops every rank when one ends badly.
     trainer.accelerator.wait_for_everyone()
     _release_training_state(trainer)
@@ -401,8 +409,11 @@ def load_eval_dataset(path: str):
     column: the student and the base are measured on the labels, without a teacher row or agreement."""
     groups = read_groups(path, require_scores=False)
     dataset = groups_to_dataset(groups)
-    if any(group.scores is None for group in groups):
-        logger.info("%s: no teacher scores: measured on its labels; no teacher row or agreement columns", path)
+    unscored = sum(group.scores is None for group in groups)
+    if unscored:
+        log = logger.info if unscored == len(groups) else logger.warning
+        log("%s: %d of %d queries have no teacher scores: the set is measured on its labels, without teacher "
+            "metrics and agreement", path, unscored, len(groups))
         dataset = dataset.remove_columns("scores")
     return dataset
 

@@ -202,6 +202,12 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Kept False: DDP would broadcast buffers (constant position ids here) in every forward, "
                   "a collective that hangs when ranks run different numbers of micro-batch forwards."},
     )
+    ddp_timeout: int = field(
+        default=10800,
+        metadata={"help": "Seconds a process waits at a collective (the Trainer's 1800, raised): the main process "
+                  "reads, validates and tokenises the training file alone while the others wait, which takes "
+                  "long for tens of millions of passages (the cache makes later runs fast)."},
+    )
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={"help": "group_by_length (default: groups of similar token length share a batch), random, sequential."},
@@ -309,7 +315,7 @@ class _EpochSeedCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         # state.epoch is the float progress: 0.0 at the start, 1.5 when resuming halfway through epoch 2.
-        self.trainer.set_sampling_epoch(int(math.floor((state.epoch or 0.0) + 1e-6)))
+        self.trainer.set_sampling_epoch(int(math.floor(state.epoch or 0.0)))
 
 
 def _temperature(name: str, value: Any) -> float | str:
@@ -402,6 +408,12 @@ class DistillationTrainer(Trainer):
             compute_metrics=compute_metrics,
             **kwargs,
         )
+        if args.dataloader_persistent_workers and args.dataloader_num_workers > 0:
+            raise ConfigError(
+                "--dataloader_persistent_workers keeps each worker's copy of the collator from the first epoch, so "
+                "candidate samples would stop changing with the epoch and a resume would not be exact. Fix: drop it "
+                "(workers restart each epoch; collation is cheap next to the student's forward)."
+            )
         if args.gradient_cache and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             raise ConfigError(
                 "--gradient_cache cannot run under DeepSpeed or FSDP (they expect one backward per step). "
@@ -455,7 +467,8 @@ class DistillationTrainer(Trainer):
         if isinstance(dataset, str):  # the Trainer evaluates a dict of eval sets by name
             dataset = self.eval_dataset[dataset]
         compute_metrics = self.compute_metrics
-        if compute_metrics is compute_ranking_metrics:  # its warnings name the eval set
+        if compute_metrics is compute_ranking_metrics and not isinstance(dataset, dict):
+            # its warnings name the eval set (a dict of sets comes back here once per set, by name)
             self.compute_metrics = functools.partial(
                 compute_ranking_metrics, eval_set_name=metric_key_prefix.removeprefix("eval_")
             )

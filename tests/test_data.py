@@ -674,3 +674,9 @@ def test_training_file_is_streamed_into_a_memory_mapped_arrow_file(tmp_path, mon
     path.write_text("".join(_json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     _os.utime(path, ns=(1, 1))
     assert load_ranking_dataset(path)[4]["scores"] == [1.0, 40.0]
+    # A new reader (another hf_distill version) reads the file again instead of trusting the old rows.
+    import hf_distill.data as data_module
+
+    cached = load_ranking_dataset(path).cache_files[0]["filename"]
+    monkeypatch.setattr(data_module, "_READER_VERSION", "another-version")
+    assert load_ranking_dataset(path).cache_files[0]["filename"] != cached

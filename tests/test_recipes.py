@@ -360,15 +360,21 @@ def test_a_failing_final_evaluation_leaves_the_trained_student_saved(workspace, 
     def out_of_memory(trainer, eval_datasets):
         raise RuntimeError("CUDA out of memory (simulated)")
 
+    import hf_distill.hub as hub
+
+    pushed = []
     monkeypatch.setattr(recipe, "_evaluate_all", out_of_memory)
+    monkeypatch.setattr(hub, "push_student", lambda *args, **kwargs: pushed.append(args))
     output_dir = tmp_path / "student"
     with pytest.raises(RuntimeError, match="simulated"):
         recipe.run_distillation("reranker", [
             "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
             "--eval_file", workspace["eval"], "--output_dir", str(output_dir), "--max_steps", "2",
-            "--save_strategy", "no", "--evaluate_before_training", "false", *QUICK,
+            "--save_strategy", "no", "--evaluate_before_training", "false", "--push_to_hub", "true",
+            "--hub_model_id", "someone/student", *QUICK,
         ])
     assert (output_dir / "model.safetensors").exists()
+    assert not pushed  # a card without results does not go public
     report = json.loads((output_dir / "distillation_report.json").read_text())
     assert "simulated" in report["evaluation_error"] and report["metrics_after"] == {}
 

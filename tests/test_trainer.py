@@ -362,7 +362,7 @@ def test_saved_reranker_is_served_at_the_trained_max_length(tmp_path, tokenizer,
     )
     trainer.train()
     trainer.save_model(str(tmp_path / "saved"))
-    assert CrossEncoder(str(tmp_path / "saved")).max_length == 48
+    assert CrossEncoder(str(tmp_path / "saved")).max_seq_length == 48
 
 
 def test_candidate_samples_depend_on_seed_epoch_and_group_only(tokenizer):
@@ -438,3 +438,41 @@ def test_without_keeping_labelled_positives_the_teacher_rank_alone_picks_candida
     labels = [0, 0, 0, 0, 1]  # a labelled positive the teacher ranks last
     assert CandidateSampler(group_size=3, top_fraction=1.0).select(scores, labels) == [0, 1, 4]
     assert CandidateSampler(group_size=3, top_fraction=1.0, keep_labelled_positives=False).select(scores, labels) == [0, 1, 2]
+
+
+def test_metric_warnings_name_each_eval_set_of_a_dict(tmp_path, tokenizer, tiny_reranker, train_dataset, caplog):
+    no_positive = train_dataset.map(lambda row: {"labels": [0] * len(row["labels"])})
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=_args(tmp_path), train_dataset=train_dataset,
+        eval_dataset={"in_domain": train_dataset, "unlabelled": no_positive}, processing_class=tokenizer,
+    )
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        trainer.evaluate()  # the Trainer's own loop over the dict, as in periodic evaluation
+    assert any("on eval set 'unlabelled'" in record.getMessage() for record in caplog.records)
+
+
+def test_persistent_dataloader_workers_are_refused_they_would_freeze_the_samples(tmp_path, tokenizer, tiny_reranker,
+                                                                                 train_dataset):
+    from hf_distill.cli import ConfigError
+
+    with pytest.raises(ConfigError, match="dataloader_persistent_workers"):
+        RerankerDistillationTrainer(
+            model=tiny_reranker, args=_args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True),
+            train_dataset=train_dataset, processing_class=tokenizer,
+        )
+
+
+def test_pooling_auto_never_guesses_when_the_pooling_config_is_missing(tmp_path, tokenizer, tiny_encoder,
+                                                                      train_dataset):
+    from hf_distill.cli import ConfigError
+
+    checkpoint = tmp_path / "partial"
+    tiny_encoder.save_pretrained(checkpoint)
+    (checkpoint / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))  # 1_Pooling/config.json missing, as in a partly downloaded cache
+    tiny_encoder.config._name_or_path = str(checkpoint)
+    with pytest.raises(ConfigError, match="--pooling cls, mean or last"):
+        EmbeddingDistillationTrainer(model=tiny_encoder, args=_args(tmp_path, pooling="auto"),
+                                     train_dataset=train_dataset, processing_class=tokenizer)

@@ -391,8 +391,13 @@ def read_sentence_transformers_config(model_name_or_path: str) -> dict[str, Any]
     return info
 
 
-def _read_pooling_config(model_name_or_path: str, path: str) -> tuple[str, bool]:
-    config = _read_json(checkpoint_file(model_name_or_path, f"{path}/config.json")) or {}
+def _read_pooling_config(model_name_or_path: str, path: str) -> tuple[str | None, bool]:
+    config_file = checkpoint_file(model_name_or_path, f"{path}/config.json")
+    if config_file is None:  # declared in modules.json but not readable here (partial cache): never guess it
+        logger.warning("%s: modules.json declares a Pooling module but %s/config.json cannot be read: pooling "
+                       "unknown", model_name_or_path, path)
+        return None, True
+    config = _read_json(config_file) or {}
     names = {"cls": "cls", "mean": "mean", "lasttoken": "last"}
     legacy = {
         "pooling_mode_cls_token": "cls",
@@ -459,10 +464,10 @@ class EmbeddingTeacher(Teacher):
     ):
         super().__init__(model_name_or_path, max_length=max_length, **kwargs)
         st = read_sentence_transformers_config(self.model_name_or_path)
-        if pooling is None and st is None:
+        if pooling is None and (st is None or st["pooling"] is None):
             raise TeacherConfigError(
-                f"{self.model_name_or_path} is not a sentence-transformers checkpoint (no modules.json), so its "
-                "pooling is unknown. Fix: pass --pooling cls (BERT/XLM-R/bge), mean (MiniLM/E5) or last "
+                f"{self.model_name_or_path} declares no readable sentence-transformers pooling (no modules.json, or "
+                "no readable 1_Pooling/config.json), so its pooling is unknown. Fix: pass --pooling cls (BERT/XLM-R/bge), mean (MiniLM/E5) or last "
                 "(Qwen3-Embedding)."
             )
         self.pooling = pooling or st["pooling"]
