@@ -206,13 +206,14 @@ def count_ours(pipeline: str, train_file: str, output_dir: str) -> dict[str, flo
     from transformers import HfArgumentParser
 
     from hf_distill.data import load_ranking_dataset
-    from hf_distill.recipe import ModelArguments, ScriptArguments, _load_student
+    from hf_distill.model_loading import ModelArguments, load_student
+    from hf_distill.recipe import ScriptArguments
     from hf_distill.trainer import DistillationArguments, EmbeddingDistillationTrainer, RerankerDistillationTrainer
 
     parser = HfArgumentParser((ScriptArguments, ModelArguments, DistillationArguments))
     _, model_args, training_args = parser.parse_args_into_dataclasses(recipe_argv(pipeline, train_file, output_dir))
     kind = pipeline_kind(pipeline)
-    model, tokenizer = _load_student(kind, model_args)
+    model, tokenizer = load_student(kind, model_args)
     cls = RerankerDistillationTrainer if kind == "reranker" else EmbeddingDistillationTrainer
     train_dataset = load_ranking_dataset(train_file)
     trainer = cls(model=model, args=training_args, train_dataset=train_dataset, processing_class=tokenizer)

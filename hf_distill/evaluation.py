@@ -137,7 +137,7 @@ def load_base_scorer(
     """
     from transformers.utils import logging as hf_logging
 
-    from .recipe import ModelArguments, _load_student
+    from .model_loading import ModelArguments, load_student
 
     if kind == "reranker" and _is_causal_lm_checkpoint(model_name_or_path):
         if num_hidden_layers is not None:
@@ -148,7 +148,7 @@ def load_base_scorer(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, _ = _load_student(kind, ModelArguments(model_name_or_path, num_hidden_layers=num_hidden_layers))
+        model, _ = load_student(kind, ModelArguments(model_name_or_path, num_hidden_layers=num_hidden_layers))
     except OSError as error:
         raise ConfigError(f"cannot load the base model {model_name_or_path}: {str(error).rstrip('.')}.") from None
     finally:

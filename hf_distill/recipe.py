@@ -5,48 +5,32 @@ Kept here, not in the scripts, so both recipes (and the tests) share one tested 
 1. parse ``ScriptArguments``, ``ModelArguments`` and :class:`~hf_distill.trainer.DistillationArguments` from
    ``--config x.yaml`` plus CLI overrides;
 2. read and validate every data file *before* anything is written (a bad file costs nothing);
-3. load the student (a fresh ``num_labels=1`` head for a reranker checkpoint that has none; optionally only its
-   first N layers; optionally LoRA);
-4. evaluate before training, train (``--resume_from_checkpoint`` supported), evaluate after;
-5. save a plain checkpoint (LoRA merged), the metrics, a model card, and push to the Hub if asked.
+3. load the student (:mod:`hf_distill.model_loading`: a fresh ``num_labels=1`` head for a reranker checkpoint
+   that has none; optionally only its first N layers; optionally LoRA);
+4. train (``--resume_from_checkpoint`` supported; the Trainer's first evaluation gives the "before" metrics);
+5. save a plain checkpoint (LoRA merged), then evaluate it, write the report and a model card, push if asked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    HfArgumentParser,
-    set_seed,
-)
-from transformers.utils import logging as hf_logging
+from transformers import HfArgumentParser, set_seed
 
 from .cli import ConfigError, exit_on_user_error, parse_config
 from .data import eval_set_names, groups_to_dataset, load_ranking_dataset, read_groups
-from .students import STUDENT_TYPES, is_causal_lm, is_causal_lm_checkpoint
-from .trainer import (
-    DistillationArguments,
-    EmbeddingDistillationTrainer,
-    RerankerDistillationTrainer,
-    write_sentence_transformers_config,
-)
+from .hub import push_student, write_model_card
+from .model_loading import ModelArguments, StudentKind, load_student, save_student, wrap_lora
+from .trainer import DistillationArguments, EmbeddingDistillationTrainer, RerankerDistillationTrainer
 
 logger = logging.getLogger("hf_distill")
-
-StudentKind = Literal["reranker", "embedding"]
-
 
 @dataclass
 class ScriptArguments:
@@ -78,181 +62,6 @@ class ScriptArguments:
     dataset_name: str | None = field(
         default=None, metadata={"help": "Name of the training data for the model card (default: train_file)."}
     )
-
-
-@dataclass
-class ModelArguments:
-    """The student model and its LoRA adapter."""
-
-    model_name_or_path: str = field(default=None, metadata={"help": "Student checkpoint (Hub id or local dir)."})
-    num_hidden_layers: int | None = field(
-        default=None, metadata={"help": "Keep only the first N transformer layers of the student (a smaller student)."}
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the checkpoint's own modelling code."})
-    torch_dtype: str | None = field(
-        default=None, metadata={"help": "Weights dtype at load: float32, bfloat16, float16 (mixed precision: --bf16)."}
-    )
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "eager, sdpa or flash_attention_2 (GPU)."}
-    )
-    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={"help": "Module names that get adapters (default: every attention and MLP projection of a "
-                  "decoder (q/k/v/o/gate/up/down_proj), else peft's choice for the architecture; 'all-linear' for "
-                  "every linear layer)."},
-    )
-
-
-def _load_student(kind: StudentKind, model_args: ModelArguments, student_type: str = "auto"):
-    """Load the student; a reranker without a one-logit head gets a fresh one (with a note in the log).
-
-    A reranker whose checkpoint is a ``*ForCausalLM`` (Qwen3-Reranker, Qwen3) loads as that causal LM and is
-    trained as a yes/no reranker (``student_type`` auto or causal_lm); ``student_type=cross_encoder`` gives it a
-    sequence-classification head instead. A checkpoint that cannot be found or loaded is one ConfigError.
-    """
-    if not model_args.model_name_or_path:
-        raise ConfigError("--model_name_or_path is required: the student checkpoint to distil into.")
-    if model_args.torch_dtype is not None and not isinstance(getattr(torch, model_args.torch_dtype, None), torch.dtype):
-        raise ConfigError(
-            f"--torch_dtype {model_args.torch_dtype!r} is not a torch dtype. Fix: float32, bfloat16 or float16."
-        )
-    try:
-        return _load_student_checkpoint(kind, model_args, student_type)
-    except ImportError as error:  # e.g. attn_implementation flash_attention_2 without the flash-attn package
-        raise ConfigError(f"cannot load the student {model_args.model_name_or_path}: {error}") from None
-    except OSError as error:  # not found locally, not on the Hub or offline, or a broken checkpoint
-        raise ConfigError(
-            f"cannot load the student {model_args.model_name_or_path}: {str(error).strip().rstrip('.')}. Fix: check "
-            "the path or Hub id (offline, HF_HUB_OFFLINE=1 needs it in the local Hub cache)."
-        ) from None
-
-
-def _load_student_checkpoint(kind: StudentKind, model_args: ModelArguments, student_type: str):
-    kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
-    if model_args.num_hidden_layers is not None:
-        kwargs["num_hidden_layers"] = model_args.num_hidden_layers
-    if model_args.torch_dtype is not None:
-        kwargs["dtype"] = getattr(torch, model_args.torch_dtype)
-    if model_args.attn_implementation is not None:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if kind == "embedding":
-        model = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
-        # BERT / XLM-R encoders carry a pooler (dense + tanh over CLS) that no bi-encoder loss reads: trainable
-        # and unused, it breaks DDP when activation checkpointing turns off find_unused_parameters. Frozen, it
-        # stays in the checkpoint unchanged, as sentence-transformers expects.
-        pooler = getattr(model, "pooler", None)
-        if isinstance(pooler, torch.nn.Module):
-            pooler.requires_grad_(False)
-        return model, tokenizer
-    if _loads_as_causal_lm(model_args, student_type):
-        return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
-    # Silence the generic "newly initialized" warning: we say it ourselves, once, in plain words.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, num_labels=1, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
-    fresh += [k for k in info.get("mismatched_keys", [])]
-    if fresh:
-        logger.warning(
-            "%s has no one-logit classification head: added a freshly initialised one (num_labels=1). "
-            "Its scores are random until distillation trains it.",
-            model_args.model_name_or_path,
-        )
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
-def _loads_as_causal_lm(model_args: ModelArguments, student_type: str) -> bool:
-    if student_type not in STUDENT_TYPES:
-        raise ConfigError(f"--student_type must be one of {STUDENT_TYPES}, got {student_type!r}.")
-    if student_type != "auto":
-        return student_type == "causal_lm"
-    return is_causal_lm_checkpoint(model_args.model_name_or_path, model_args.trust_remote_code)
-
-
-# Attention and MLP projections of Qwen3 / Llama / Mistral decoders: LoRA on all of them is what LLM rerankers
-# and embedders are fine-tuned with (peft's own default for these models is q_proj and v_proj only).
-DECODER_LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def _wrap_lora(kind: StudentKind, model, model_args: ModelArguments):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    target_modules = model_args.lora_target_modules
-    module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    if target_modules is None and set(DECODER_LORA_TARGET_MODULES) <= module_names:
-        target_modules = DECODER_LORA_TARGET_MODULES
-    if is_causal_lm(model):
-        task_type = TaskType.CAUSAL_LM  # lm_head stays frozen: only its yes/no rows are read
-    else:
-        task_type = TaskType.SEQ_CLS if kind == "reranker" else TaskType.FEATURE_EXTRACTION
-    config = LoraConfig(
-        task_type=task_type,
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=target_modules,
-    )
-    model = get_peft_model(model, config)
-    trainable, total = model.get_nb_trainable_parameters()
-    logger.info("LoRA: training %d of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
-    return model
-
-
-def _save_student(kind: StudentKind, trainer, tokenizer, model_args: ModelArguments, output_dir: str) -> None:
-    """Save a plain checkpoint. A LoRA adapter is saved, reloaded onto the base weights and merged on the main
-    process, which works the same under DDP, ZeRO-3 (where weights are sharded) and on one CPU."""
-    from peft import PeftModel
-
-    if not isinstance(trainer.model, PeftModel) and not hasattr(trainer.model, "peft_config"):
-        trainer.save_model(output_dir)
-        return
-    adapter_dir = os.path.join(output_dir, "lora_adapter")
-    trainer.save_model(adapter_dir)
-    trainer.accelerator.wait_for_everyone()
-    if trainer.args.should_save:
-        with _without_zero3_partitioning():
-            # Merged in fp32 and saved in fp32: added into bf16 base weights, every part of the update below half
-            # a bf16 ulp of the weight would be lost (most of a small LoRA update), and the saved student would
-            # not be the model that was trained and evaluated.
-            # The base is loaded as it was trained (e.g. bf16 weights), then widened: the merged model computes
-            # exactly what the trained adapter model computed.
-            base, _ = _load_student(kind, model_args, trainer.args.student_type)
-            merged = PeftModel.from_pretrained(base.to(torch.float32), adapter_dir).merge_and_unload()
-            merged.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-        if kind == "embedding":
-            write_sentence_transformers_config(output_dir, trainer.scorer, trainer.args)
-        logger.info("merged the LoRA adapter into %s (adapter kept in %s)", output_dir, adapter_dir)
-    trainer.accelerator.wait_for_everyone()
-
-
-@contextlib.contextmanager
-def _without_zero3_partitioning():
-    """``from_pretrained`` of whole tensors in one process while a ZeRO-3 run is on. Under ZeRO-3 (with
-    ``zero3_init_flag``) transformers loads into ``deepspeed.zero.Init``, which partitions every tensor across all
-    ranks and waits for them: the main process merging a LoRA adapter alone would hang there."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    previous = hf_deepspeed._hf_deepspeed_config_weak_ref  # no public getter; set/unset are public
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = previous
 
 
 def _evaluate_all(trainer, eval_datasets: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -326,9 +135,9 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     eval_datasets = {name: load_eval_dataset(path) for name, path in eval_files.items()}
 
     set_seed(training_args.seed)  # a fresh reranker head is drawn at load: the same head for the same --seed
-    model, tokenizer = _load_student(kind, model_args, training_args.student_type)
+    model, tokenizer = load_student(kind, model_args, training_args.student_type)
     if model_args.use_peft:
-        model = _wrap_lora(kind, model, model_args)
+        model = wrap_lora(kind, model, model_args)
 
     # The "before" metrics come from the Trainer's own evaluation at step 0, inside train(): evaluating before
     # train() would prepare a DeepSpeed engine without its optimizer. A resumed run has no untrained student.
@@ -349,7 +158,7 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
 
     # Saved first: whatever the final evaluation does (run out of memory, meet a NaN), the student is on disk.
     output_dir = training_args.output_dir
-    _save_student(kind, trainer, tokenizer, model_args, output_dir)
+    save_student(kind, trainer, tokenizer, model_args, output_dir)
     evaluation_error = None
     try:
         after = _evaluate_all(trainer, eval_datasets)
@@ -439,8 +248,6 @@ def _release_training_state(trainer) -> None:
 
 
 def _write_card_and_push(output_dir: str, report: dict[str, Any], push_to_hub: bool, training_args) -> None:
-    from .hub import push_student, write_model_card
-
     write_model_card(output_dir, report, repo_id=training_args.hub_model_id if push_to_hub else None)
     if push_to_hub:
         if not training_args.hub_model_id:

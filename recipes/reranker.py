@@ -12,7 +12,7 @@ Minimal (the defaults are the best setting we measured, see BENCHMARKS.md):
     python recipes/reranker.py --model_name_or_path BAAI/bge-reranker-v2-m3 \
         --train_file scores.jsonl --output_dir out/reranker
 
-Every field of ScriptArguments, ModelArguments (hf_distill.recipe) and DistillationArguments (hf_distill.trainer)
+Every field of ScriptArguments (hf_distill.recipe), ModelArguments (hf_distill.model_loading) and DistillationArguments (hf_distill.trainer)
 is a flag and a YAML key; flags override the YAML file. `--help` lists them.
 """
 

@@ -118,11 +118,11 @@ def test_qwen3_embedding_student_scores_equal_the_embedding_teacher(tiny_qwen3, 
 def test_qwen3_embedding_student_trains_with_lora_and_the_merged_student_scores_identically(tiny_qwen3, rows, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from hf_distill.recipe import DECODER_LORA_TARGET_MODULES, ModelArguments, _load_student, _save_student, _wrap_lora
+    from hf_distill.model_loading import DECODER_LORA_TARGET_MODULES, ModelArguments, load_student, save_student, wrap_lora
 
     model_args = ModelArguments(model_name_or_path=tiny_qwen3, use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.0)
-    model, tokenizer = _load_student("embedding", model_args)
-    model = _wrap_lora("embedding", model, model_args)
+    model, tokenizer = load_student("embedding", model_args)
+    model = wrap_lora("embedding", model, model_args)
     assert set(model.peft_config["default"].target_modules) == set(DECODER_LORA_TARGET_MODULES)
     data = datasets.Dataset.from_list(rows)
     trainer = EmbeddingDistillationTrainer(
@@ -138,7 +138,7 @@ def test_qwen3_embedding_student_trains_with_lora_and_the_merged_student_scores_
     student_scores = trainer.predict(data).predictions
 
     output_dir = str(tmp_path / "merged")
-    _save_student("embedding", trainer, tokenizer, model_args, output_dir)
+    save_student("embedding", trainer, tokenizer, model_args, output_dir)
     teacher = load_teacher("embedding", output_dir, instruction=INSTRUCTION, max_length=MAX_LENGTH, device="cpu")
     assert teacher.pooling == "last"  # read from the saved sentence-transformers files
     np.testing.assert_allclose(student_scores, _teacher_matrix(teacher, rows), atol=1e-4)
@@ -153,12 +153,12 @@ def test_llm_reranker_lora_lowers_the_loss_and_the_merged_student_scores_identic
     from sentence_transformers import CrossEncoder
     from transformers import Qwen3ForCausalLM
 
-    from hf_distill.recipe import DECODER_LORA_TARGET_MODULES, ModelArguments, _load_student, _save_student, _wrap_lora
+    from hf_distill.model_loading import DECODER_LORA_TARGET_MODULES, ModelArguments, load_student, save_student, wrap_lora
 
     model_args = ModelArguments(model_name_or_path=tiny_qwen3, use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.0)
-    model, tokenizer = _load_student("reranker", model_args)
+    model, tokenizer = load_student("reranker", model_args)
     assert isinstance(model, Qwen3ForCausalLM)  # a causal-LM checkpoint keeps its LM head: no seq-cls head added
-    model = _wrap_lora("reranker", model, model_args)
+    model = wrap_lora("reranker", model, model_args)
     lora = model.peft_config["default"]
     assert lora.task_type == TaskType.CAUSAL_LM and set(lora.target_modules) == set(DECODER_LORA_TARGET_MODULES)
     data = datasets.Dataset.from_list(rows)
@@ -177,7 +177,7 @@ def test_llm_reranker_lora_lowers_the_loss_and_the_merged_student_scores_identic
     student_scores = trainer.predict(data).predictions
 
     output_dir = str(tmp_path / "merged")
-    _save_student("reranker", trainer, tokenizer, model_args, output_dir)
+    save_student("reranker", trainer, tokenizer, model_args, output_dir)
     saved = json.loads(Path(output_dir, "config.json").read_text())
     assert saved["architectures"] == ["Qwen3ForCausalLM"]
     assert not any("lora" in name for name in _safetensors_keys(output_dir))  # merged: a plain checkpoint

@@ -42,3 +42,14 @@ def test_ci_runs_the_readme_test_command():
     command = _code_block("## Tests", "bash").strip()
     ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert command in ci_lines
+
+
+def test_the_public_api_is_importable_from_the_package():
+    import hf_distill
+
+    for name in hf_distill.__all__:
+        assert getattr(hf_distill, name) is not None, name
+    from hf_distill import DistillationArguments, RerankerDistillationTrainer, load_ranking_dataset, register_loss
+
+    assert RerankerDistillationTrainer.__module__ == "hf_distill.trainer"
+    assert callable(load_ranking_dataset) and callable(register_loss) and DistillationArguments

@@ -360,11 +360,9 @@ def test_a_failing_final_evaluation_leaves_the_trained_student_saved(workspace, 
     def out_of_memory(trainer, eval_datasets):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    import hf_distill.hub as hub
-
     pushed = []
     monkeypatch.setattr(recipe, "_evaluate_all", out_of_memory)
-    monkeypatch.setattr(hub, "push_student", lambda *args, **kwargs: pushed.append(args))
+    monkeypatch.setattr(recipe, "push_student", lambda *args, **kwargs: pushed.append(args))
     output_dir = tmp_path / "student"
     with pytest.raises(RuntimeError, match="simulated"):
         recipe.run_distillation("reranker", [
