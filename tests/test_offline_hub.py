@@ -152,6 +152,10 @@ for repo_id in st_ids:
         "dim": st.get_sentence_embedding_dimension(),
         "norms": emb.norm(dim=-1).tolist(),
     }
+    # What a student given by this Hub id trains with under --pooling auto (the trainer's reader).
+    from hf_distill.students import sentence_transformers_pooling
+
+    report["st"][repo_id]["student_pooling"] = list(sentence_transformers_pooling(repo_id))
 
 ce = CrossEncoder("BAAI/bge-reranker-v2-m3", device="cpu")
 scores = ce.predict([("how do I install python", "install python with apt"), ("list files", "grub boot loader")])
@@ -329,6 +333,9 @@ def test_sentence_transformer_pooling(report, repo_id):
     assert info["dim"] == report["models"][repo_id]["hidden_size"]
     assert all(math.isclose(n, 1.0, rel_tol=1e-4) for n in info["norms"])
     assert info["similarity_fn_name"] == "cosine"
+    # --pooling auto on the Hub id: the checkpoint's own pooling (not CLS by default), and its Normalize
+    expected = {"cls": "cls", "mean": "mean", "lasttoken": "last"}[ST_MODELS[repo_id]]
+    assert info["student_pooling"] == [expected, True]
 
 
 def test_sentence_transformer_configs(report):
