@@ -60,6 +60,7 @@ Decisions a user should know:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -871,9 +872,8 @@ def load_ranking_dataset(
     """
     source = os.fspath(source)
     if not os.path.isfile(source):
-        return _groups_to_kept_dataset(
-            source, read_groups(source, format=format, split=split, require_scores=require_scores), min_candidates
-        )
+        groups = iter_groups(source, format=format, split=split, require_scores=require_scores)
+        return groups_to_dataset(_kept_groups(source, groups, min_candidates))
     stat = os.stat(source)
     gen_kwargs = {
         "source": os.path.abspath(source),
@@ -891,20 +891,12 @@ def load_ranking_dataset(
         if isinstance(cause, DataFormatError):
             raise cause from None
         raise
-    if len(dataset) == 0:
-        raise DataFormatError(
-            source,
-            None,
-            "passages",
-            f"no group has at least min_candidates={min_candidates} candidates",
-            "lower min_candidates or add candidates to the groups",
-        )
     return dataset
 
 
 # The reader's own code: part of the Arrow cache key, so an upgraded hf_distill never serves rows its
 # predecessor parsed (datasets pickles _dataset_rows by reference, not by code).
-_READER_VERSION = __import__("hashlib").sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+_READER_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 DATASET_FEATURES = datasets.Features(
     {
@@ -931,13 +923,21 @@ def _dataset_rows(
     reader_version: str,
 ) -> Iterator[dict[str, Any]]:
     """Rows of :func:`load_ranking_dataset`'s Arrow file (a module-level function: ``datasets`` hashes it)."""
+    groups = iter_groups(source, format=format, split=split, require_scores=require_scores)
+    for group in _kept_groups(source, groups, min_candidates):
+        yield _dataset_row(group)
+
+
+def _kept_groups(source: str, groups: Iterable[RankingGroup], min_candidates: int) -> Iterator[RankingGroup]:
+    """The groups with at least ``min_candidates`` passages; one warning with the count of the others at the end,
+    an error when none is left."""
     total = dropped = 0
-    for group in iter_groups(source, format=format, split=split, require_scores=require_scores):
+    for group in groups:
         total += 1
         if len(group.passages) < min_candidates:
             dropped += 1
             continue
-        yield _dataset_row(group)
+        yield group
     if dropped == total:
         raise DataFormatError(
             source,
@@ -951,28 +951,6 @@ def _dataset_rows(
             "%s: dropped %d of %d groups with fewer than min_candidates=%d candidates",
             source, dropped, total, min_candidates,
         )
-
-
-def _groups_to_kept_dataset(source: str, groups: list[RankingGroup], min_candidates: int) -> datasets.Dataset:
-    kept = [group for group in groups if len(group.passages) >= min_candidates]
-    dropped = len(groups) - len(kept)
-    if not kept:
-        raise DataFormatError(
-            source,
-            None,
-            "passages",
-            f"all {len(groups)} groups have fewer than min_candidates={min_candidates} candidates",
-            "lower min_candidates or add candidates to the groups",
-        )
-    if dropped:
-        logger.warning(
-            "%s: dropped %d of %d groups with fewer than min_candidates=%d candidates",
-            source,
-            dropped,
-            len(groups),
-            min_candidates,
-        )
-    return groups_to_dataset(kept)
 
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")

@@ -424,6 +424,7 @@ class DistillationTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self._token_counts = torch.zeros(2, dtype=torch.float64)  # real, padded since the last log
         self._length_sampler: EpochSeededLengthGroupedSampler | None = None
+        self._non_embedding_parameters: int | None = None  # counted on first use (floating_point_ops)
         self.add_callback(_EpochSeedCallback(self))
 
     def set_sampling_epoch(self, epoch: int) -> None:
@@ -694,7 +695,7 @@ class DistillationTrainer(Trainer):
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """Training FLOPs of one batch for ``total_flos``: 6 x non-embedding parameters x padded tokens (the
         estimate transformers uses, counted on the micro-batches, which carry the token ids here)."""
-        if getattr(self, "_non_embedding_parameters", None) is None:
+        if self._non_embedding_parameters is None:
             model = self.accelerator.unwrap_model(self.model)
             embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
             # ds_numel: a ZeRO-3 parameter's full size (its local tensor is an empty shard)
