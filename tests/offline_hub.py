@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from tiny_models import _WORDS as _TINY_MODEL_WORDS
-from tiny_models import QWEN3_CHAT_TOKENS, _training_corpus
+from tiny_models import QWEN3_CHAT_TOKENS, _training_corpus, tiny_qwen3_config
 
 # ---------------------------------------------------------------------------------------------------------
 # Repo ids
@@ -391,20 +391,10 @@ def _xlmr_config(vocab_size: int, **overrides: Any):
 
 
 def _qwen3_config(tokenizer: Any, tie_word_embeddings: bool):
-    from transformers import Qwen3Config
-
-    return Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
+    return tiny_qwen3_config(  # eos <|im_end|>, bos <|endoftext|>, 40960 positions: as the real Qwen3 configs
+        tokenizer,
         max_position_embeddings=40960,
-        initializer_range=0.2,  # as tiny_models: yes/no logits differ by whole units between prompts
         tie_word_embeddings=tie_word_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )

@@ -60,18 +60,12 @@ def build_tiny_qwen3_tokenizer(save_dir: str | Path):
     return fast
 
 
-def build_tiny_qwen3_reranker(tmp_path: str | Path, seed: int = 0, name: str = "tiny-qwen3-reranker") -> str:
-    """Save a tiny Qwen3 causal LM + tokenizer under ``tmp_path/name`` and return that path.
+def tiny_qwen3_config(tokenizer, **overrides):
+    """A 2-layer, 32-wide ``Qwen3Config`` for ``tokenizer`` (pad and eos from it), ``initializer_range=0.2`` so
+    that ``logit(yes) - logit(no)`` varies by whole units between prompts; ``overrides`` set any other field."""
+    from transformers import Qwen3Config
 
-    Weights are drawn with ``initializer_range=0.2`` (not 0.02) so that ``logit(yes) - logit(no)`` varies by
-    whole units between prompts, and a wrong position or token id shows up clearly in a test.
-    """
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    path = Path(tmp_path) / name
-    tokenizer = build_tiny_qwen3_tokenizer(path)
-    config = Qwen3Config(
+    values = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -79,13 +73,26 @@ def build_tiny_qwen3_reranker(tmp_path: str | Path, seed: int = 0, name: str = "
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
-        max_position_embeddings=4096,
         initializer_range=0.2,
-        tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
     )
+    values.update(overrides)
+    return Qwen3Config(**values)
+
+
+def build_tiny_qwen3_reranker(tmp_path: str | Path, seed: int = 0, name: str = "tiny-qwen3-reranker") -> str:
+    """Save a tiny Qwen3 causal LM + tokenizer under ``tmp_path/name`` and return that path.
+
+    Weights are drawn with ``initializer_range=0.2`` (not 0.02) so that ``logit(yes) - logit(no)`` varies by
+    whole units between prompts, and a wrong position or token id shows up clearly in a test.
+    """
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    path = Path(tmp_path) / name
+    tokenizer = build_tiny_qwen3_tokenizer(path)
+    config = tiny_qwen3_config(tokenizer, max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=None)
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config).eval()
     model.save_pretrained(path)
