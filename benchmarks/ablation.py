@@ -30,11 +30,27 @@ from common import MAX_LENGTH, ROOT, STUDENT_LAYERS, load_json, minilm_path, pre
 # Starting point of the search; learning_rate etc. are set explicitly so the table does not depend on the
 # defaults this ablation changes.
 BASE = {
-    "reranker": {"loss": "listnet", "teacher_temperature": "auto", "student_temperature": 1.0, "learning_rate": 1e-4,
-                 "group_size": 16, "hard_label_weight": 0.0, "per_device_train_batch_size": 8, "dropout": "keep"},
-    "embedding": {"loss": "listnet", "teacher_temperature": "auto", "student_temperature": 1.0, "learning_rate": 1e-4,
-                  "similarity_scale": 20.0, "group_size": 16, "hard_label_weight": 0.0,
-                  "per_device_train_batch_size": 8, "dropout": "keep"},
+    "reranker": {
+        "loss": "listnet",
+        "teacher_temperature": "auto",
+        "student_temperature": 1.0,
+        "learning_rate": 1e-4,
+        "group_size": 16,
+        "hard_label_weight": 0.0,
+        "per_device_train_batch_size": 8,
+        "dropout": "keep",
+    },
+    "embedding": {
+        "loss": "listnet",
+        "teacher_temperature": "auto",
+        "student_temperature": 1.0,
+        "learning_rate": 1e-4,
+        "similarity_scale": 20.0,
+        "group_size": 16,
+        "hard_label_weight": 0.0,
+        "per_device_train_batch_size": 8,
+        "dropout": "keep",
+    },
 }
 LISTWISE = ("listnet", "kl")
 
@@ -42,62 +58,103 @@ LISTWISE = ("listnet", "kl")
 STAGES = {
     "reranker": [
         # kl is left out: with T_s = 1 it is listnet minus the teacher's entropy (a constant), same gradients.
-        ("loss", [
-            (
-                "old default: listnet T_t=1, lr 5e-5",
-                {"loss": "listnet", "teacher_temperature": 1.0, "learning_rate": 5e-5},
-            ),
-            ("listnet T_t=auto", {"loss": "listnet"}),
-            ("ranknet", {"loss": "ranknet"}),
-        ]),
+        (
+            "loss",
+            [
+                (
+                    "old default: listnet T_t=1, lr 5e-5",
+                    {"loss": "listnet", "teacher_temperature": 1.0, "learning_rate": 5e-5},
+                ),
+                ("listnet T_t=auto", {"loss": "listnet"}),
+                ("ranknet", {"loss": "ranknet"}),
+            ],
+        ),
         # MiniLM's dropout 0.1 vs none while training (the checkpoint's config keeps its own value either way).
-        ("dropout", [
-            ("dropout 0", {"dropout": "0"}),
-        ]),
-        ("learning rate", [
-            ("lr 3e-4", {"learning_rate": 3e-4}),
-            ("lr 1e-3", {"learning_rate": 1e-3}),
-            ("lr 3e-3", {"learning_rate": 3e-3}),
-        ]),
-        ("group size", [
-            ("group_size 8", {"group_size": 8}),
-        ]),
+        (
+            "dropout",
+            [
+                ("dropout 0", {"dropout": "0"}),
+            ],
+        ),
+        (
+            "learning rate",
+            [
+                ("lr 3e-4", {"learning_rate": 3e-4}),
+                ("lr 1e-3", {"learning_rate": 1e-3}),
+                ("lr 3e-3", {"learning_rate": 3e-3}),
+            ],
+        ),
+        (
+            "group size",
+            [
+                ("group_size 8", {"group_size": 8}),
+            ],
+        ),
         # Run last (the machine was shared and slow): pairwise regressions, at the best lr / group size so far.
-        ("loss (pairwise regression)", [
-            ("margin_mse (all pairs)", {"loss": "margin_mse"}),
-            ("margin_mse_triplets (seed's 8x4)", {"loss": "margin_mse_triplets"}),
-        ]),
-        ("temperature", [
-            ("T_t = 2 x auto (0.3)", {"teacher_temperature": 0.3}),
-        ]),
-        ("hard labels", [
-            ("hard_label_weight 0.5", {"hard_label_weight": 0.5}),
-        ]),
+        (
+            "loss (pairwise regression)",
+            [
+                ("margin_mse (all pairs)", {"loss": "margin_mse"}),
+                ("margin_mse_triplets (seed's 8x4)", {"loss": "margin_mse_triplets"}),
+            ],
+        ),
+        (
+            "temperature",
+            [
+                ("T_t = 2 x auto (0.3)", {"teacher_temperature": 0.3}),
+            ],
+        ),
+        (
+            "hard labels",
+            [
+                ("hard_label_weight 0.5", {"hard_label_weight": 0.5}),
+            ],
+        ),
         # Half the queries per step: half the activations kept for the listwise backward, twice the steps.
-        ("batch size", [
-            ("batch 4 queries", {"per_device_train_batch_size": 4}),
-        ]),
+        (
+            "batch size",
+            [
+                ("batch 4 queries", {"per_device_train_batch_size": 4}),
+            ],
+        ),
     ],
     "embedding": [
-        ("loss", [
-            ("listnet T_t=auto, scale 20", {"loss": "listnet"}),
-            ("listnet T_t=auto, scale 7 (~1/teacher spread)", {"loss": "listnet", "similarity_scale": 7.0}),
-            ("old default: listnet T_t=1, scale 1, lr 5e-5",
-             {"loss": "listnet", "teacher_temperature": 1.0, "similarity_scale": 1.0, "learning_rate": 5e-5}),
-        ]),
-        ("dropout", [
-            ("dropout 0", {"dropout": "0"}),
-        ]),
-        ("learning rate", [
-            ("lr 3e-4", {"learning_rate": 3e-4}),
-            ("lr 1e-3", {"learning_rate": 1e-3}),
-        ]),
-        ("group size", [
-            ("group_size 8", {"group_size": 8}),
-        ]),
-        ("batch size", [
-            ("batch 4 queries", {"per_device_train_batch_size": 4}),
-        ]),
+        (
+            "loss",
+            [
+                ("listnet T_t=auto, scale 20", {"loss": "listnet"}),
+                ("listnet T_t=auto, scale 7 (~1/teacher spread)", {"loss": "listnet", "similarity_scale": 7.0}),
+                (
+                    "old default: listnet T_t=1, scale 1, lr 5e-5",
+                    {"loss": "listnet", "teacher_temperature": 1.0, "similarity_scale": 1.0, "learning_rate": 5e-5},
+                ),
+            ],
+        ),
+        (
+            "dropout",
+            [
+                ("dropout 0", {"dropout": "0"}),
+            ],
+        ),
+        (
+            "learning rate",
+            [
+                ("lr 3e-4", {"learning_rate": 3e-4}),
+                ("lr 1e-3", {"learning_rate": 1e-3}),
+            ],
+        ),
+        (
+            "group size",
+            [
+                ("group_size 8", {"group_size": 8}),
+            ],
+        ),
+        (
+            "batch size",
+            [
+                ("batch 4 queries", {"per_device_train_batch_size": 4}),
+            ],
+        ),
     ],
 }
 
@@ -106,12 +163,33 @@ def run_one(kind: str, config: dict, files: dict[str, str], output_dir: Path) ->
     digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = output_dir / "runs" / f"{kind}-{digest}"
     command = [
-        sys.executable, str(ROOT / "recipes" / f"{kind}.py"),
-        "--model_name_or_path", minilm_path(), "--num_hidden_layers", str(STUDENT_LAYERS),
-        "--train_file", files["train"], "--eval_file", files["eval_in_domain"], files["eval_out_of_domain"],
-        "--output_dir", str(run_dir), "--max_length", str(MAX_LENGTH), "--num_train_epochs", "1",
-        "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
-        "--evaluate_before_training", "false",
+        sys.executable,
+        str(ROOT / "recipes" / f"{kind}.py"),
+        "--model_name_or_path",
+        minilm_path(),
+        "--num_hidden_layers",
+        str(STUDENT_LAYERS),
+        "--train_file",
+        files["train"],
+        "--eval_file",
+        files["eval_in_domain"],
+        files["eval_out_of_domain"],
+        "--output_dir",
+        str(run_dir),
+        "--max_length",
+        str(MAX_LENGTH),
+        "--num_train_epochs",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--evaluate_before_training",
+        "false",
     ]
     for key, value in config.items():
         command += [f"--{key}", str(value)]
@@ -155,8 +233,11 @@ def main() -> None:
     )
     parser.add_argument("--base", default=None, help="JSON object of overrides of the starting configuration")
     parser.add_argument(
-        "--rows", nargs="*", default=None, help="run only the rows with these names (e.g. to split the work between "
-        "processes, each with its own --output_dir); rows already in ablation.json are always reported"
+        "--rows",
+        nargs="*",
+        default=None,
+        help="run only the rows with these names (e.g. to split the work between "
+        "processes, each with its own --output_dir); rows already in ablation.json are always reported",
     )
     args = parser.parse_args()
     if args.report is not None:

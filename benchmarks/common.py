@@ -15,8 +15,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,11 +50,16 @@ def prepare_data(cache_dir: str | os.PathLike) -> dict[str, str]:
             print(f"[data] scoring {split} with the MiniLM-L6 embedding teacher -> {target}", flush=True)
             subprocess.run(
                 [
-                    sys.executable, str(ROOT / "recipes" / "score_teacher.py"),
-                    "--teacher_type", "embedding",
-                    "--teacher_model_name_or_path", minilm_path(),
-                    "--input_file", str(QUICKSTART / f"{split}.jsonl"),
-                    "--output_file", str(target),
+                    sys.executable,
+                    str(ROOT / "recipes" / "score_teacher.py"),
+                    "--teacher_type",
+                    "embedding",
+                    "--teacher_model_name_or_path",
+                    minilm_path(),
+                    "--input_file",
+                    str(QUICKSTART / f"{split}.jsonl"),
+                    "--output_file",
+                    str(target),
                 ],
                 check=True,
             )
@@ -115,8 +121,12 @@ def evaluate_reranker(model_or_path, files: dict[str, str], tokenizer=None, batc
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
             enc = tokenizer(
-                [q for q, _ in chunk], [p for _, p in chunk], truncation=True, max_length=MAX_LENGTH,
-                padding=True, return_tensors="pt",
+                [q for q, _ in chunk],
+                [p for _, p in chunk],
+                truncation=True,
+                max_length=MAX_LENGTH,
+                padding=True,
+                return_tensors="pt",
             )
             flat.extend(model(**enc).logits.view(-1).float().tolist())
         out[split] = metrics_of(rows, flat)

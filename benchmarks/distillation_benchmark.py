@@ -66,11 +66,15 @@ OURS = {
     "hf_distill_reranker": ("reranker", []),
     "hf_distill_embedding": ("embedding", []),
     "hf_distill_reranker_gradient_cache": (
-        "reranker", ["--gradient_cache", "true", "--micro_batch_max_tokens", "2048"]
+        "reranker",
+        ["--gradient_cache", "true", "--micro_batch_max_tokens", "2048"],
     ),
 }
 PIPELINES = (
-    "practice_reranker", "hf_distill_reranker", "practice_embedding", "hf_distill_embedding",
+    "practice_reranker",
+    "hf_distill_reranker",
+    "practice_embedding",
+    "hf_distill_embedding",
     "hf_distill_reranker_gradient_cache",
 )
 PRACTICE = {"batch_size": 16, "learning_rate": 5e-5, "top_k": 8, "num_negatives": 4, "kl_temperature": 2.0}
@@ -183,10 +187,27 @@ def pipeline_kind(pipeline: str) -> str:
 def recipe_argv(pipeline: str, train_file: str, output_dir: str) -> list[str]:
     """The flags the issue allows: model, layer cut, data, output, max_length; plus 1 epoch and no eval/saves."""
     return [
-        "--model_name_or_path", minilm_path(), "--num_hidden_layers", str(STUDENT_LAYERS),
-        "--train_file", train_file, "--output_dir", output_dir, "--max_length", str(MAX_LENGTH),
-        "--num_train_epochs", "1", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
-        "--disable_tqdm", "true", *OURS[pipeline][1],
+        "--model_name_or_path",
+        minilm_path(),
+        "--num_hidden_layers",
+        str(STUDENT_LAYERS),
+        "--train_file",
+        train_file,
+        "--output_dir",
+        output_dir,
+        "--max_length",
+        str(MAX_LENGTH),
+        "--num_train_epochs",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        *OURS[pipeline][1],
     ]
 
 
@@ -336,7 +357,9 @@ def goals(summary: dict, references: dict) -> list[tuple[str, bool, str]]:
         share = summary[ours]["real_token_share"]
         out.append((f"{label}: >= 95% real tokens per student batch", share >= 0.95, f"{share:.1%}"))
         rss_ours, rss_theirs = summary[ours]["rss_median"], summary[theirs]["rss_median"]
-        out.append((f"{label}: peak RSS <= practice", rss_ours <= rss_theirs, f"{rss_ours:.0f} vs {rss_theirs:.0f} MiB"))
+        out.append(
+            (f"{label}: peak RSS <= practice", rss_ours <= rss_theirs, f"{rss_ours:.0f} vs {rss_theirs:.0f} MiB")
+        )
     if "hf_distill_embedding" in summary and summary["hf_distill_embedding"]["metrics"]:
         for split in EVAL_SPLITS:
             start = references["untrained_embedding"][split]["map"]

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("linux file system process memory network socket kernel user group permission directory list copy move "
-         "remove archive compress print display manual page terminal shell script variable command option").split()
+WORDS = (
+    "linux file system process memory network socket kernel user group permission directory list copy move "
+    "remove archive compress print display manual page terminal shell script variable command option"
+).split()
 
 
 def write_file(path: Path, num_queries: int, candidates: int, seed: int = 0) -> None:
@@ -34,8 +36,12 @@ def write_file(path: Path, num_queries: int, candidates: int, seed: int = 0) -> 
     with open(path, "w", encoding="utf-8") as f:
         for q in range(num_queries):
             passages = [f"{q}-{c} " + " ".join(rng.choices(WORDS, k=40)) for c in range(candidates)]
-            row = {"query": " ".join(rng.choices(WORDS, k=8)), "passages": passages,
-                   "scores": [rng.gauss(0, 3) for _ in passages], "labels": [1] + [0] * (candidates - 1)}
+            row = {
+                "query": " ".join(rng.choices(WORDS, k=8)),
+                "passages": passages,
+                "scores": [rng.gauss(0, 3) for _ in passages],
+                "labels": [1] + [0] * (candidates - 1),
+            }
             f.write(json.dumps(row) + "\n")
 
 
@@ -68,11 +74,18 @@ def main() -> None:
             write_file(path, size, args.candidates)
             env = {**os.environ, "HF_DATASETS_CACHE": str(Path(tmp) / f"cache_{size}"), "PYTHONPATH": str(REPO)}
             for mode, label in (("in_memory", "in_memory"), ("arrow", "arrow"), ("arrow", "arrow (cached)")):
-                out = subprocess.run([sys.executable, __file__, "--child", mode, str(path)], env=env,
-                                     capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", mode, str(path)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
                 result = json.loads(out.strip().splitlines()[-1])
-                print(f"{size:>8} {path.stat().st_size / 2**20:>9.0f} {label:>15} {result['peak_mib']:>13.0f} "
-                      f"{result['seconds']:>8.1f}")
+                print(
+                    f"{size:>8} {path.stat().st_size / 2**20:>9.0f} {label:>15} {result['peak_mib']:>13.0f} "
+                    f"{result['seconds']:>8.1f}"
+                )
 
 
 if __name__ == "__main__":

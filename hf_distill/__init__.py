@@ -14,33 +14,43 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _PUBLIC = {
-    # training
-    "DistillationArguments": "trainer",
-    "DistillationTrainer": "trainer",
-    "RerankerDistillationTrainer": "trainer",
-    "EmbeddingDistillationTrainer": "trainer",
-    # losses
-    "DistillationLoss": "losses",
-    "register_loss": "losses",
-    "get_loss": "losses",
-    "available_losses": "losses",
-    # data
+    # 1. score: teachers
+    "load_teacher": "teachers",
+    "score_groups": "teachers",
+    "score_to_file": "teachers",
+    # 2. train: data, students, losses, trainers
     "RankingGroup": "data",
-    "DataFormatError": "data",
     "load_ranking_dataset": "data",
     "read_groups": "data",
     "iter_groups": "data",
     "write_listwise_jsonl": "data",
     "eval_set_names": "data",
-    # students
     "ModelArguments": "model_loading",
     "load_student": "model_loading",
     "wrap_lora": "model_loading",
     "save_student": "model_loading",
-    # metrics, teachers, errors
+    "DistillationLoss": "losses",
+    "register_loss": "losses",
+    "get_loss": "losses",
+    "available_losses": "losses",
+    "DistillationArguments": "training_args",
+    "DistillationTrainer": "trainer",
+    "RerankerDistillationTrainer": "trainer",
+    "EmbeddingDistillationTrainer": "trainer",
+    # 3. measure
     "compute_ranking_metrics": "metrics",
-    "load_teacher": "teachers",
-    "ConfigError": "cli",
+    # the vocabulary of model kinds, and the sentence-transformers checkpoint format
+    "ModelKind": "kinds",
+    "Task": "kinds",
+    "pool": "st_format",
+    "read_sentence_transformers_config": "st_format",
+    "write_sentence_transformers_config": "st_format",
+    # errors a user can fix
+    "HfDistillError": "errors",
+    "ConfigError": "errors",
+    "DataFormatError": "errors",
+    "TeacherConfigError": "errors",
+    "HubPushError": "errors",
 }
 
 __all__ = ["__version__", *_PUBLIC]

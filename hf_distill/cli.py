@@ -13,22 +13,20 @@ config, missing file) into one message on stderr and exit status 2.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import functools
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
 
-from .data import DataFormatError
+from .errors import ConfigError, HfDistillError
 
 logger = logging.getLogger("hf_distill")
-
-
-class ConfigError(ValueError):
-    """A configuration value a user can fix; the message says where and how."""
 
 
 def load_yaml_config(path: str, known_fields: set[str]) -> dict[str, Any]:
@@ -41,7 +39,9 @@ def load_yaml_config(path: str, known_fields: set[str]) -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path
-        raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)}). Fix: correct the syntax.") from None
+        raise ConfigError(
+            f"{where}: invalid YAML ({getattr(error, 'problem', error)}). Fix: correct the syntax."
+        ) from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -65,15 +65,21 @@ def parse_config(parser: HfArgumentParser, argv: list[str] | None = None) -> tup
         config_path = argv[i + 1]
         del argv[i : i + 2]
     if config_path is not None:
-        known = {action.dest for action in parser._actions}
+        known = {action.dest for action in parser._actions} - {"config", "help"}
         values = load_yaml_config(config_path, known)
         for action in parser._actions:
             if action.dest in values:
                 # A required flag given by the YAML file is no longer required on the command line.
                 action.required = False
         parser.set_defaults(**{k: (str(v) if isinstance(v, float) else v) for k, v in values.items()})
+    if not any(action.dest == "config" for action in parser._actions):
+        parser.add_argument(
+            "--config", help="YAML file of 'field: value' lines; flags on the command line win over it."
+        )
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     *dataclasses_, remaining = outputs
+    # --config was taken out of argv above; argparse still hands back its namespace (config=None): drop it.
+    dataclasses_ = [output for output in dataclasses_ if not isinstance(output, argparse.Namespace)]
     if remaining:
         raise ConfigError(f"unknown command-line argument(s) {remaining}. Fix: see --help for the accepted flags.")
     return tuple(dataclasses_)
@@ -86,7 +92,7 @@ def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
-        except (DataFormatError, ConfigError) as error:
+        except HfDistillError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         except FileNotFoundError as error:

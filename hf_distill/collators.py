@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from .prompts import Qwen3RerankerPrompt
-
 
 # Column of a training dataset holding each group's position: the key of its candidate sample.
 GROUP_INDEX_COLUMN = "group_index"
@@ -139,7 +139,7 @@ def split_by_length(lengths: Sequence[int], max_tokens: int, overhead_tokens: in
     return chunks[::-1]
 
 
-class _RankingCollator:
+class RankingCollator:
     """Shared plumbing: candidate sampling, teacher/label/mask matrices, dedup, length-sorted micro-batches."""
 
     padding_side: str | None = None  # None: the tokenizer's
@@ -249,7 +249,7 @@ class _RankingCollator:
         return batch
 
 
-class CrossEncoderCollator(_RankingCollator):
+class CrossEncoderCollator(RankingCollator):
     """Collate groups for a pair-scoring student (cross-encoder or causal-LM yes/no).
 
     Args:
@@ -271,7 +271,13 @@ class CrossEncoderCollator(_RankingCollator):
         batch["pair_index"]  # tensor([[0, 1]]) or [[1, 0]], depending on token lengths
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, *args: Any, pair_encoder=None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *args: Any,
+        pair_encoder: Callable[[list[str], list[str]], list[dict[str, list[int]]]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(tokenizer, *args, **kwargs)
         self.pair_encoder = pair_encoder
 
@@ -290,7 +296,7 @@ class CrossEncoderCollator(_RankingCollator):
         return {"pair_index": slot_index}
 
 
-class BiEncoderCollator(_RankingCollator):
+class BiEncoderCollator(RankingCollator):
     """Collate groups for a bi-encoder student: every unique text (query or passage) is encoded once.
 
     Args:
@@ -300,7 +306,12 @@ class BiEncoderCollator(_RankingCollator):
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, *args: Any, query_prefix: str = "", passage_prefix: str = "", **kwargs: Any
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *args: Any,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        **kwargs: Any,
     ) -> None:
         super().__init__(tokenizer, *args, **kwargs)
         self.query_prefix = query_prefix

@@ -75,6 +75,8 @@ from typing import Any
 
 import datasets
 
+from .errors import DataFormatError
+
 logger = logging.getLogger("hf_distill")
 
 FORMATS = ("listwise", "pointwise", "pairwise", "mteb", "flagembedding")
@@ -98,21 +100,6 @@ _SCORE_TEACHER_FIX = (
     "run recipes/score_teacher.py on this file first to add teacher scores, "
     "or pass require_scores=False to read labels only"
 )
-
-
-class DataFormatError(ValueError):
-    """A ranking data file (or in-memory group) that cannot be read, with where and how to fix it.
-
-    The message reads ``"{file}:{line}: field '{field}': {problem}. Fix: {fix}"``; parts that do not apply
-    (no line for a missing file, no field for bad JSON) are left out. The parts are also kept as attributes
-    (``source``, ``place``, ``field``, ``problem``, ``fix``) for code that wants to react to them.
-    """
-
-    def __init__(self, source: str, place: str | None, field: str | None, problem: str, fix: str) -> None:
-        self.source, self.place, self.field, self.problem, self.fix = source, place, field, problem, fix
-        where = source if place is None else f"{source}:{place}"
-        what = "" if field is None else f" field '{field}':"
-        super().__init__(f"{where}:{what} {problem}. Fix: {fix}")
 
 
 @dataclass
@@ -919,7 +906,12 @@ def _dataset_row(group: RankingGroup) -> dict[str, Any]:
 
 
 def _dataset_rows(
-    source: str, format: str, split: str, require_scores: bool, min_candidates: int, file_version: Any,
+    source: str,
+    format: str,
+    split: str,
+    require_scores: bool,
+    min_candidates: int,
+    file_version: Any,
     reader_version: str,
 ) -> Iterator[dict[str, Any]]:
     """Rows of :func:`load_ranking_dataset`'s Arrow file (a module-level function: ``datasets`` hashes it)."""
@@ -949,7 +941,10 @@ def _kept_groups(source: str, groups: Iterable[RankingGroup], min_candidates: in
     if dropped:
         logger.warning(
             "%s: dropped %d of %d groups with fewer than min_candidates=%d candidates",
-            source, dropped, total, min_candidates,
+            source,
+            dropped,
+            total,
+            min_candidates,
         )
 
 
@@ -1117,4 +1112,3 @@ def build_reference_triplets(
                     }
                 )
     return triplets
-

@@ -38,7 +38,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -449,9 +449,7 @@ def listnet(
     return _masked_mean(per_group, _listwise_groups(mask))
 
 
-def hard_label_cross_entropy(
-    student_scores: Tensor, labels: Tensor, mask: Tensor, temperature: float = 1.0
-) -> Tensor:
+def hard_label_cross_entropy(student_scores: Tensor, labels: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
     r"""Listwise softmax cross-entropy toward the labelled positives of each group.
 
     .. math::
@@ -488,7 +486,7 @@ def hard_label_cross_entropy(
     return _masked_mean(per_group, n_relevant > 0)
 
 
-def teacher_score_spread(score_lists, max_groups: int = 10000) -> float:
+def teacher_score_spread(score_lists: Iterable[Sequence[float]], max_groups: int = 10000) -> float:
     """Mean per-query standard deviation of teacher scores: the scale-free ``teacher_temperature="auto"``.
 
     Dividing teacher scores by their typical within-query spread gives every teacher the same softness: a
@@ -586,9 +584,7 @@ def _check_options(name: str, fn: LossFn, options: dict) -> None:
     if any(p.kind == p.VAR_KEYWORD for p in parameters):
         return  # the loss takes **kwargs: it validates its own options
     # Skip the three inputs (whatever the user called them); the rest are options.
-    accepted = [
-        p.name for p in parameters[len(_LOSS_INPUTS) :] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
+    accepted = [p.name for p in parameters[len(_LOSS_INPUTS) :] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     accepted_text = ", ".join(accepted) if accepted else "none"
     for option in options:
         if option not in accepted:

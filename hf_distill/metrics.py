@@ -124,7 +124,9 @@ def _expected_reciprocal_rank(
     feasible = (j <= m - r + 1) & (g + j <= k)
     jj = np.where(feasible, j, 1)  # keep gammaln's arguments positive in the masked-out cells
     log_prob = (
-        gammaln(m - jj + 1) - gammaln(r) - gammaln(m - jj - r + 2)  # log C(m - j, r - 1)
+        gammaln(m - jj + 1)
+        - gammaln(r)
+        - gammaln(m - jj - r + 2)  # log C(m - j, r - 1)
         - (gammaln(m + 1) - gammaln(r + 1) - gammaln(m - r + 1))  # log C(m, r)
     )
     reciprocal = np.where(feasible, np.exp(log_prob) / (g + jj), 0.0).sum(axis=1)

@@ -16,20 +16,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .cli import ConfigError
-from .students import STUDENT_TYPES, is_causal_lm, is_causal_lm_checkpoint
-from .trainer import write_sentence_transformers_config
+from .errors import ConfigError
+from .kinds import CAUSAL_LM, STUDENT_TYPES, Task, check_task, is_causal_lm, is_causal_lm_checkpoint
+from .trainer import write_student_sentence_transformers_config
 
 logger = logging.getLogger("hf_distill")
-
-StudentKind = Literal["reranker", "embedding"]
 
 
 @dataclass
@@ -44,28 +43,29 @@ class ModelArguments:
     torch_dtype: str | None = field(
         default=None, metadata={"help": "Weights dtype at load: float32, bfloat16, float16 (mixed precision: --bf16)."}
     )
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "eager, sdpa or flash_attention_2 (GPU)."}
-    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa or flash_attention_2 (GPU)."})
     use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Module names that get adapters (default: every attention and MLP projection of a "
-                  "decoder (q/k/v/o/gate/up/down_proj), else peft's choice for the architecture; 'all-linear' for "
-                  "every linear layer)."},
+        metadata={
+            "help": "Module names that get adapters (default: every attention and MLP projection of a "
+            "decoder (q/k/v/o/gate/up/down_proj), else peft's choice for the architecture; 'all-linear' for "
+            "every linear layer)."
+        },
     )
 
 
-def load_student(kind: StudentKind, model_args: ModelArguments, student_type: str = "auto"):
-    """Load the student; a reranker without a one-logit head gets a fresh one (with a note in the log).
+def load_student(task: Task, model_args: ModelArguments, student_type: str = "auto") -> tuple[torch.nn.Module, Any]:
+    """Load ``(model, tokenizer)`` of a ``reranker`` or ``embedding`` student; a reranker without a one-logit head gets a fresh one (with a note in the log).
 
     A reranker whose checkpoint is a ``*ForCausalLM`` (Qwen3-Reranker, Qwen3) loads as that causal LM and is
     trained as a yes/no reranker (``student_type`` auto or causal_lm); ``student_type=cross_encoder`` gives it a
     sequence-classification head instead. A checkpoint that cannot be found or loaded is one ConfigError.
     """
+    check_task(task)
     if not model_args.model_name_or_path:
         raise ConfigError("--model_name_or_path is required: the student checkpoint to distil into.")
     if model_args.torch_dtype is not None and not isinstance(getattr(torch, model_args.torch_dtype, None), torch.dtype):
@@ -73,7 +73,7 @@ def load_student(kind: StudentKind, model_args: ModelArguments, student_type: st
             f"--torch_dtype {model_args.torch_dtype!r} is not a torch dtype. Fix: float32, bfloat16 or float16."
         )
     try:
-        return _load_checkpoint(kind, model_args, student_type)
+        return _load_checkpoint(task, model_args, student_type)
     except ImportError as error:  # e.g. attn_implementation flash_attention_2 without the flash-attn package
         raise ConfigError(f"cannot load the student {model_args.model_name_or_path}: {error}") from None
     except OSError as error:  # not found locally, not on the Hub or offline, or a broken checkpoint
@@ -83,7 +83,7 @@ def load_student(kind: StudentKind, model_args: ModelArguments, student_type: st
         ) from None
 
 
-def _load_checkpoint(kind: StudentKind, model_args: ModelArguments, student_type: str):
+def _load_checkpoint(task: Task, model_args: ModelArguments, student_type: str):
     kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
     if model_args.num_hidden_layers is not None:
         kwargs["num_hidden_layers"] = model_args.num_hidden_layers
@@ -91,10 +91,12 @@ def _load_checkpoint(kind: StudentKind, model_args: ModelArguments, student_type
         kwargs["dtype"] = getattr(torch, model_args.torch_dtype)
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if kind == "embedding":
+    if task == "embedding":
         model = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
         # BERT / XLM-R encoders carry a pooler (dense + tanh over CLS) that no bi-encoder loss reads: trainable
         # and unused, it breaks DDP when activation checkpointing turns off find_unused_parameters. Frozen, it
@@ -106,14 +108,14 @@ def _load_checkpoint(kind: StudentKind, model_args: ModelArguments, student_type
     if _loads_as_causal_lm(model_args, student_type):
         return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
     # Silence the generic "newly initialized" warning: we say it ourselves, once, in plain words.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_transformers_warnings():
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, num_labels=1, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+            model_args.model_name_or_path,
+            num_labels=1,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+            **kwargs,
         )
-    finally:
-        hf_logging.set_verbosity(verbosity)
     fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
     fresh += [k for k in info.get("mismatched_keys", [])]
     if fresh:
@@ -127,11 +129,22 @@ def _load_checkpoint(kind: StudentKind, model_args: ModelArguments, student_type
     return model, tokenizer
 
 
+@contextlib.contextmanager
+def quiet_transformers_warnings() -> Iterator[None]:
+    """Only errors from transformers' logger inside the block (its loading-report warnings are ours to word)."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def _loads_as_causal_lm(model_args: ModelArguments, student_type: str) -> bool:
     if student_type not in STUDENT_TYPES:
         raise ConfigError(f"--student_type must be one of {STUDENT_TYPES}, got {student_type!r}.")
     if student_type != "auto":
-        return student_type == "causal_lm"
+        return student_type == CAUSAL_LM
     return is_causal_lm_checkpoint(model_args.model_name_or_path, model_args.trust_remote_code)
 
 
@@ -140,7 +153,7 @@ def _loads_as_causal_lm(model_args: ModelArguments, student_type: str) -> bool:
 DECODER_LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def wrap_lora(kind: StudentKind, model, model_args: ModelArguments):
+def wrap_lora(task: Task, model: torch.nn.Module, model_args: ModelArguments) -> torch.nn.Module:
     from peft import LoraConfig, TaskType, get_peft_model
 
     target_modules = model_args.lora_target_modules
@@ -150,7 +163,7 @@ def wrap_lora(kind: StudentKind, model, model_args: ModelArguments):
     if is_causal_lm(model):
         task_type = TaskType.CAUSAL_LM  # lm_head stays frozen: only its yes/no rows are read
     else:
-        task_type = TaskType.SEQ_CLS if kind == "reranker" else TaskType.FEATURE_EXTRACTION
+        task_type = TaskType.SEQ_CLS if task == "reranker" else TaskType.FEATURE_EXTRACTION
     config = LoraConfig(
         task_type=task_type,
         r=model_args.lora_r,
@@ -164,7 +177,7 @@ def wrap_lora(kind: StudentKind, model, model_args: ModelArguments):
     return model
 
 
-def save_student(kind: StudentKind, trainer, tokenizer, model_args: ModelArguments, output_dir: str) -> None:
+def save_student(task: Task, trainer: Any, tokenizer: Any, model_args: ModelArguments, output_dir: str) -> None:
     """Save a plain checkpoint. A LoRA adapter is saved, reloaded onto the base weights and merged on the main
     process, which works the same under DDP, ZeRO-3 (where weights are sharded) and on one CPU."""
     from peft import PeftModel
@@ -182,18 +195,18 @@ def save_student(kind: StudentKind, trainer, tokenizer, model_args: ModelArgumen
             # not be the model that was trained and evaluated.
             # The base is loaded as it was trained (e.g. bf16 weights), then widened: the merged model computes
             # exactly what the trained adapter model computed.
-            base, _ = load_student(kind, model_args, trainer.args.student_type)
+            base, _ = load_student(task, model_args, trainer.args.student_type)
             merged = PeftModel.from_pretrained(base.to(torch.float32), adapter_dir).merge_and_unload()
             merged.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
-        if kind == "embedding":
-            write_sentence_transformers_config(output_dir, trainer.scorer, trainer.args)
+        if task == "embedding":
+            write_student_sentence_transformers_config(output_dir, trainer.scorer, trainer.args)
         logger.info("merged the LoRA adapter into %s (adapter kept in %s)", output_dir, adapter_dir)
     trainer.accelerator.wait_for_everyone()
 
 
 @contextlib.contextmanager
-def without_zero3_partitioning():
+def without_zero3_partitioning() -> Iterator[None]:
     """``from_pretrained`` of whole tensors in one process while a ZeRO-3 run is on. Under ZeRO-3 (with
     ``zero3_init_flag``) transformers loads into ``deepspeed.zero.Init``, which partitions every tensor across all
     ranks and waits for them: the main process merging a LoRA adapter alone would hang there."""

@@ -113,10 +113,6 @@ class Qwen3RerankerPrompt:
             raise ValueError("the tokenizer has neither a pad nor an eos token. Fix: set tokenizer.pad_token.")
         self.pad_token_id: int = int(pad_id)
 
-    def texts(self, query: str, docs: Sequence[str]) -> list[str]:
-        """The untruncated content strings of ``query`` against each document."""
-        return [qwen3_reranker_content(query, doc, self.instruction) for doc in docs]
-
     def encode(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
         """Token ids of each ``(query, doc)`` prompt, at most ``max_length`` long."""
         if not pairs:

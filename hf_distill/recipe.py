@@ -13,7 +13,6 @@ Kept here, not in the scripts, so both recipes (and the tests) share one tested 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -24,13 +23,18 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, set_seed
 
-from .cli import ConfigError, exit_on_user_error, parse_config
+from .cli import exit_on_user_error, parse_config
 from .data import eval_set_names, groups_to_dataset, load_ranking_dataset, read_groups
-from .hub import push_student, write_model_card
-from .model_loading import ModelArguments, StudentKind, load_student, save_student, wrap_lora
+from .errors import ConfigError
+from .hub import push_student
+from .kinds import Task, check_task
+from .model_card import write_model_card
+from .model_loading import ModelArguments, load_student, save_student, wrap_lora
+from .reports import DistillationReport
 from .trainer import DistillationArguments, EmbeddingDistillationTrainer, RerankerDistillationTrainer
 
 logger = logging.getLogger("hf_distill")
+
 
 @dataclass
 class ScriptArguments:
@@ -38,17 +42,21 @@ class ScriptArguments:
 
     train_file: str = field(
         default=None,
-        metadata={"help": "Teacher-scored training data: a file (jsonl/json/parquet), a saved dataset dir or a Hub name."},
+        metadata={
+            "help": "Teacher-scored training data: a file (jsonl/json/parquet), a saved dataset dir or a Hub name."
+        },
     )
     train_format: str = field(
         default="auto", metadata={"help": "listwise, pointwise, pairwise, flagembedding or auto (detected)."}
     )
     eval_file: list[str] | None = field(
         default=None,
-        metadata={"help": "One or more eval files (teacher-scored, or labels only such as MTEB test rows). Each "
-                  "set is named after its file stem; files that share a stem are named <parent folder>_<stem> "
-                  "(data/scidocs/test_scored.jsonl -> scidocs_test_scored); name=path names one explicitly. "
-                  "Metrics are prefixed with the name."},
+        metadata={
+            "help": "One or more eval files (teacher-scored, or labels only such as MTEB test rows). Each "
+            "set is named after its file stem; files that share a stem are named <parent folder>_<stem> "
+            "(data/scidocs/test_scored.jsonl -> scidocs_test_scored); name=path names one explicitly. "
+            "Metrics are prefixed with the name."
+        },
     )
     max_train_groups: int | None = field(
         default=None, metadata={"help": "Keep only the first N training queries (quick runs)."}
@@ -111,9 +119,11 @@ def _cpu_worker_flags() -> list[str]:
 
 
 @exit_on_user_error
-def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse the command line and run one distillation; returns the before/after metrics."""
+def run_distillation(task: Task, argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line and run one distillation; returns its report (:meth:`DistillationReport.to_dict`, the
+    content of ``distillation_report.json``), before/after metrics included."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    check_task(task)
     parser = HfArgumentParser((ScriptArguments, ModelArguments, DistillationArguments))
     script_args, model_args, training_args = parse_config(parser, _cpu_worker_flags() + argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -135,9 +145,9 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
     eval_datasets = {name: load_eval_dataset(path) for name, path in eval_files.items()}
 
     set_seed(training_args.seed)  # a fresh reranker head is drawn at load: the same head for the same --seed
-    model, tokenizer = load_student(kind, model_args, training_args.student_type)
+    model, tokenizer = load_student(task, model_args, training_args.student_type)
     if model_args.use_peft:
-        model = wrap_lora(kind, model, model_args)
+        model = wrap_lora(task, model, model_args)
 
     # The "before" metrics come from the Trainer's own evaluation at step 0, inside train(): evaluating before
     # train() would prepare a DeepSpeed engine without its optimizer. A resumed run has no untrained student.
@@ -145,7 +155,7 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         training_args.eval_on_start = True
     # Our own push (of the merged student with its card) replaces the Trainer's push at every save.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
-    trainer_cls = RerankerDistillationTrainer if kind == "reranker" else EmbeddingDistillationTrainer
+    trainer_cls = RerankerDistillationTrainer if task == "reranker" else EmbeddingDistillationTrainer
     trainer = trainer_cls(
         model=model,
         args=training_args,
@@ -158,7 +168,7 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
 
     # Saved first: whatever the final evaluation does (run out of memory, meet a NaN), the student is on disk.
     output_dir = training_args.output_dir
-    save_student(kind, trainer, tokenizer, model_args, output_dir)
+    save_student(task, trainer, tokenizer, model_args, output_dir)
     evaluation_error = None
     try:
         after = _evaluate_all(trainer, eval_datasets)
@@ -166,51 +176,53 @@ def run_distillation(kind: StudentKind, argv: list[str] | None = None) -> dict[s
         after, evaluation_error = {}, error
         logger.error(
             "the final evaluation failed (%s: %s). The trained student is saved in %s: evaluate it with "
-            "recipes/evaluate.py --model_name_or_path %s.", type(error).__name__, error, output_dir, output_dir,
+            "recipes/evaluate.py --model_name_or_path %s.",
+            type(error).__name__,
+            error,
+            output_dir,
+            output_dir,
         )
         if training_args.world_size > 1:
             raise  # the other processes may be inside the evaluation's collectives: waiting for them would hang
-    report = {
-        "student_kind": kind,
-        "base_model": model_args.model_name_or_path,
-        "num_hidden_layers": model_args.num_hidden_layers,
-        "teacher": script_args.teacher_model_name_or_path,
-        "train_data": script_args.dataset_name or script_args.train_file,
-        "loss": training_args.loss,
+    report = DistillationReport(
+        student_kind=task,
+        base_model=model_args.model_name_or_path,
+        num_hidden_layers=model_args.num_hidden_layers,
+        teacher=script_args.teacher_model_name_or_path,
+        train_data=script_args.dataset_name or script_args.train_file,
+        loss=training_args.loss,
         # As used: "auto" temperatures resolved by the trainer (from the training scores / the student type).
-        "loss_options": dict(getattr(trainer.loss_fn, "options", None) or training_args.loss_options()),
-        "hard_label_weight": training_args.hard_label_weight,
-        "group_size": training_args.group_size,
-        "learning_rate": training_args.learning_rate,
-        "num_train_epochs": training_args.num_train_epochs,
-        "max_steps": training_args.max_steps,
-        "train_runtime_s": train_result.metrics.get("train_runtime"),
-        "world_size": training_args.world_size,
-        "distributed_type": trainer.accelerator.distributed_type.value,  # NO, MULTI_GPU, MULTI_CPU, DEEPSPEED, FSDP
-        "dropout": training_args.dropout,
-        "precision": str(trainer.accelerator.mixed_precision),  # no, bf16 or fp16: what the forward ran in
-        "instruction": training_args.instruction,
-        "query_prefix": training_args.query_prefix or None,
-        "eval_files": eval_files,
-        "metrics_before": before,
-        "metrics_after": after,
-        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *argv]),
-        "lora": asdict(model_args) if model_args.use_peft else None,
-    }
-    if evaluation_error is not None:
-        report["evaluation_error"] = f"{type(evaluation_error).__name__}: {evaluation_error}"
+        loss_options=dict(getattr(trainer.loss_fn, "options", None) or training_args.loss_options()),
+        hard_label_weight=training_args.hard_label_weight,
+        group_size=training_args.group_size,
+        learning_rate=training_args.learning_rate,
+        num_train_epochs=training_args.num_train_epochs,
+        max_steps=training_args.max_steps,
+        train_runtime_s=train_result.metrics.get("train_runtime"),
+        world_size=training_args.world_size,
+        distributed_type=trainer.accelerator.distributed_type.value,  # NO, MULTI_GPU, MULTI_CPU, DEEPSPEED, FSDP
+        dropout=training_args.dropout,
+        precision=str(trainer.accelerator.mixed_precision),  # no, bf16 or fp16: what the forward ran in
+        instruction=training_args.instruction,
+        query_prefix=training_args.query_prefix or None,
+        eval_files=eval_files,
+        metrics_before=before,
+        metrics_after=after,
+        command=" ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *argv]),
+        lora=asdict(model_args) if model_args.use_peft else None,
+        evaluation_error=None if evaluation_error is None else f"{type(evaluation_error).__name__}: {evaluation_error}",
+    )
     if trainer.args.should_save:
-        with open(os.path.join(output_dir, "distillation_report.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        report.save(output_dir)
         if push_to_hub and evaluation_error is not None:
             logger.error("not pushed to the Hub: the final evaluation failed (the card would have no results)")
-        _write_card_and_push(output_dir, report, push_to_hub and evaluation_error is None, training_args)
+        write_card_and_push(output_dir, report, push_to_hub and evaluation_error is None, training_args)
     # No rank exits while the main process still writes: a launcher stops every rank when one ends badly.
     trainer.accelerator.wait_for_everyone()
     _release_training_state(trainer)
     if evaluation_error is not None:
         raise evaluation_error
-    return report
+    return report.to_dict()
 
 
 def load_eval_dataset(path: str):
@@ -221,8 +233,13 @@ def load_eval_dataset(path: str):
     unscored = sum(group.scores is None for group in groups)
     if unscored:
         log = logger.info if unscored == len(groups) else logger.warning
-        log("%s: %d of %d queries have no teacher scores: the set is measured on its labels, without teacher "
-            "metrics and agreement", path, unscored, len(groups))
+        log(
+            "%s: %d of %d queries have no teacher scores: the set is measured on its labels, without teacher "
+            "metrics and agreement",
+            path,
+            unscored,
+            len(groups),
+        )
         dataset = dataset.remove_columns("scores")
     return dataset
 
@@ -247,9 +264,23 @@ def _release_training_state(trainer) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _write_card_and_push(output_dir: str, report: dict[str, Any], push_to_hub: bool, training_args) -> None:
+def write_card_and_push(
+    output_dir: str, report: DistillationReport, push_to_hub: bool, training_args: DistillationArguments
+) -> None:
+    """Write the model card of the student saved in ``output_dir``; then, when ``push_to_hub``, push the folder to
+    ``training_args.hub_model_id`` (with ``hub_token`` and ``hub_private_repo``), the card loading that repo.
+
+    Raises:
+        ConfigError: ``push_to_hub`` without a ``hub_model_id`` (the card is written first).
+        HubPushError: the push failed; the local folder is unchanged.
+    """
     write_model_card(output_dir, report, repo_id=training_args.hub_model_id if push_to_hub else None)
     if push_to_hub:
         if not training_args.hub_model_id:
             raise ConfigError("--push_to_hub needs --hub_model_id <user>/<name>.")
-        push_student(output_dir, training_args.hub_model_id, token=training_args.hub_token, private=training_args.hub_private_repo)
+        push_student(
+            output_dir,
+            training_args.hub_model_id,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+        )

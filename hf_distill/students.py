@@ -20,13 +20,15 @@ Scorers:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
-Pooling = Literal["cls", "mean", "last"]
-POOLING_MODES = ("cls", "mean", "last")
+from .errors import ConfigError
+from .kinds import BI_ENCODER, CAUSAL_LM, CROSS_ENCODER, STUDENT_TYPES, ModelKind, is_causal_lm
+from .st_format import POOLING_MODES, Pooling, pool
+
 SIMILARITIES = ("cosine", "dot")
 
 
@@ -39,7 +41,7 @@ def _scatter_to_groups(flat_scores: torch.Tensor, candidate_index: torch.Tensor,
 class PairScorer:
     """Base for students that score each (query, passage) pair with one forward (cross-encoders, LLM yes/no)."""
 
-    kind = "cross_encoder"
+    kind: ClassVar[ModelKind] = CROSS_ENCODER
 
     def score_pairs(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return one float score per row of ``features`` (a padded micro-batch of tokenized pairs)."""
@@ -67,15 +69,13 @@ class CrossEncoderScorer(PairScorer):
     def score_pairs(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(**features).logits
         if logits.shape[-1] != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"the reranker student must have one output logit (num_labels=1) but has {logits.shape[-1]}. "
                 "Fix: load it with AutoModelForSequenceClassification.from_pretrained(..., num_labels=1) "
                 "(recipes/reranker.py does this and adds a fresh head when the checkpoint has none)."
             )
         return logits.view(-1)
 
-
-STUDENT_TYPES = ("auto", "cross_encoder", "causal_lm")
 
 # Float attributes that modelling code hands to attention kernels as their dropout probability while training
 # (Qwen3 / Llama ``attention_dropout``); BERT-style models use the ``p`` of an ``nn.Dropout`` module instead.
@@ -90,7 +90,7 @@ def set_dropout(model: torch.nn.Module, probability: float) -> int:
     Returns how many places were set (0: the model has no dropout).
     """
     if not 0.0 <= probability < 1.0:
-        raise ValueError(f"a dropout probability must be in [0, 1), got {probability}.")
+        raise ConfigError(f"a dropout probability must be in [0, 1), got {probability}.")
     changed = 0
     lora_dropouts = {
         id(dropout)
@@ -111,35 +111,21 @@ def set_dropout(model: torch.nn.Module, probability: float) -> int:
     return changed
 
 
-def is_causal_lm(model: torch.nn.Module) -> bool:
-    """Whether ``model`` (possibly wrapped by PEFT) is a ``*ForCausalLM``: a next-token head over the vocabulary."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return type(base).__name__.endswith("ForCausalLM")
-
-
-def is_causal_lm_checkpoint(model_name_or_path: str, trust_remote_code: bool = False) -> bool:
-    """Whether a checkpoint declares a ``*ForCausalLM`` architecture in its config (read without loading weights)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-    return any(name.endswith("ForCausalLM") for name in config.architectures or [])
-
-
 def resolve_student_type(student_type: str, model: torch.nn.Module) -> str:
-    """``cross_encoder`` or ``causal_lm`` for a reranker student; ``auto`` follows the model class."""
+    """The kind (``cross_encoder`` or ``causal_lm``) of a reranker student; ``auto`` follows the model class."""
     if student_type not in STUDENT_TYPES:
-        raise ValueError(f"student_type must be one of {STUDENT_TYPES}, got {student_type!r}")
+        raise ConfigError(f"student_type must be one of {STUDENT_TYPES}, got {student_type!r}")
     causal = is_causal_lm(model)
     if student_type == "auto":
-        return "causal_lm" if causal else "cross_encoder"
-    if student_type == "causal_lm" and not causal:
-        raise ValueError(
+        return CAUSAL_LM if causal else CROSS_ENCODER
+    if student_type == CAUSAL_LM and not causal:
+        raise ConfigError(
             f"student_type='causal_lm' needs a *ForCausalLM model, got {type(model).__name__}. Fix: load the student "
             "with AutoModelForCausalLM (recipes/reranker.py does for a causal-LM checkpoint), or use "
             "student_type='cross_encoder'."
         )
-    if student_type == "cross_encoder" and causal:
-        raise ValueError(
+    if student_type == CROSS_ENCODER and causal:
+        raise ConfigError(
             f"student_type='cross_encoder' needs a sequence-classification model, got {type(model).__name__}. Fix: "
             "load it with AutoModelForSequenceClassification(num_labels=1), or use student_type='causal_lm'."
         )
@@ -166,65 +152,23 @@ class CausalYesNoScorer(PairScorer):
 
     yes_token_id: int | None = None
     no_token_id: int | None = None
-    kind: str = "causal_lm"
+    kind: ClassVar[ModelKind] = CAUSAL_LM
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> "CausalYesNoScorer":
+    def from_tokenizer(cls, tokenizer: Any) -> CausalYesNoScorer:
         from .prompts import yes_no_token_ids
 
         return cls(*yes_no_token_ids(tokenizer))
 
     def score_pairs(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.yes_token_id is None or self.no_token_id is None:
-            raise ValueError(
+            raise ConfigError(
                 "CausalYesNoScorer has no yes/no token ids. Fix: build it with CausalYesNoScorer.from_tokenizer("
                 "tokenizer), or pass processing_class=<the student's tokenizer> to the trainer."
             )
         logits = model(**features, logits_to_keep=1, use_cache=False).logits[:, -1]  # [P, vocab]
         answers = logits[:, [self.yes_token_id, self.no_token_id]].float()
         return answers[:, 0] - answers[:, 1]
-
-
-def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """Pool token states ``[T, L, H]`` into one vector per text ``[T, H]``.
-
-    * ``cls``: the first token (BERT / XLM-R / bge-m3).
-    * ``mean``: the mean over real tokens (all-MiniLM, E5).
-    * ``last``: the last real token, whatever the padding side (Qwen3-Embedding and other decoder embedders).
-    """
-    if pooling == "cls":
-        return hidden_states[:, 0]
-    mask = attention_mask.to(hidden_states.dtype)
-    if pooling == "mean":
-        summed = (hidden_states * mask.unsqueeze(-1)).sum(dim=1)
-        return summed / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-    if pooling == "last":
-        # With left padding the last column is always real; with right padding it is at length-1.
-        left_padded = bool(attention_mask[:, -1].all())
-        if left_padded:
-            return hidden_states[:, -1]
-        last = attention_mask.sum(dim=1).long() - 1
-        return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
-    raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
-
-
-def sentence_transformers_pooling(name_or_path: str | None) -> tuple[str, bool] | None:
-    """``(pooling, normalize)`` declared by a sentence-transformers checkpoint, or None if it is not one.
-
-    ``name_or_path`` is a local folder or a Hub id; a Hub checkpoint's files are read through the Hub or, offline,
-    the local Hub cache (the same reader the embedding teacher uses, so teacher, student and evaluation agree).
-    """
-    if not name_or_path:
-        return None
-    from .teachers.models import TeacherConfigError, read_sentence_transformers_config
-
-    try:
-        info = read_sentence_transformers_config(str(name_or_path))
-    except TeacherConfigError as error:
-        raise ValueError(f"{error} (as a bi-encoder student: pass --pooling to override).") from None
-    if info is None or info.get("pooling") is None:
-        return None
-    return info["pooling"], bool(info.get("normalize"))
 
 
 @dataclass
@@ -246,13 +190,13 @@ class BiEncoderScorer:
     normalize: bool = True
     similarity: Literal["cosine", "dot"] = "cosine"
     scale: float = 1.0
-    kind: str = "bi_encoder"
+    kind: ClassVar[ModelKind] = BI_ENCODER
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
         if self.similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+            raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
 
     def embed(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embed one padded micro-batch of texts into ``[T, H]`` (fp32, normalised if asked)."""
@@ -278,3 +222,7 @@ class BiEncoderScorer:
         passage_embeddings = embeddings[inputs["passage_index"].clamp(min=0)]  # [B, N, H]
         scores = torch.einsum("bh,bnh->bn", query_embeddings, passage_embeddings) * self.scale
         return scores.masked_fill(~inputs["candidate_mask"], 0.0)
+
+
+# What a trainer's ``build_scorer`` returns: a pair scorer (cross-encoder, causal-LM yes/no) or a bi-encoder.
+Scorer = PairScorer | BiEncoderScorer

@@ -15,31 +15,37 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
-import json
 import logging
 import math
-import os
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .cli import ConfigError
-from .collators import GROUP_INDEX_COLUMN, BiEncoderCollator, CrossEncoderCollator, Qwen3RerankerCollator
-from .losses import DistillationLoss, get_loss, teacher_score_spread
+from .collators import (
+    GROUP_INDEX_COLUMN,
+    BiEncoderCollator,
+    CrossEncoderCollator,
+    Qwen3RerankerCollator,
+    RankingCollator,
+)
+from .errors import ConfigError
+from .kinds import CAUSAL_LM
+from .losses import DistillationLoss, teacher_score_spread
 from .metrics import compute_ranking_metrics
 from .prompts import qwen3_reranker_chat_template
+from .st_format import declared_pooling, write_sentence_transformers_config
 from .students import (
     BiEncoderScorer,
     CausalYesNoScorer,
     CrossEncoderScorer,
+    Scorer,
     resolve_student_type,
-    sentence_transformers_pooling,
     set_dropout,
 )
+from .training_args import DistillationArguments, parse_temperature
 
 logger = logging.getLogger("hf_distill")
 
@@ -50,201 +56,6 @@ FP32_TARGET_KEYS = ("teacher_scores",)
 TEACHER_METRIC_KEYS = ("loss", "spearman", "kendall")
 # A student this large is a pretrained model: the layer-cut default learning rate would wreck it.
 LARGE_STUDENT_PARAMETERS = 100_000_000
-
-
-@dataclass
-class DistillationArguments(TrainingArguments):
-    """``TrainingArguments`` plus what distillation needs. Every field is also a ``--flag`` of the recipes."""
-
-    # --- loss ---------------------------------------------------------------------------------------------------
-    loss: str = field(
-        default="listnet",
-        metadata={
-            "help": "Name of a registered loss: mse, margin_mse (all pairs), margin_mse_triplets (the reference "
-            "practice's top_k x num_negatives pairs), kl, ranknet, listnet, or your own @register_loss name."
-        },
-    )
-    gradient_cache: bool = field(
-        default=False,
-        metadata={
-            "help": "Bound activation memory to one micro-batch instead of the whole batch of groups (GradCache, "
-            "Gao et al. 2021): score every micro-batch without autograd, take the loss's gradient with respect to "
-            "the scores (or embeddings), then run forward + backward per micro-batch with that gradient. Same "
-            "gradients, one more forward per step. For large groups or batches on little memory; not with "
-            "DeepSpeed or FSDP."
-        },
-    )
-    dropout: str = field(
-        default="0",
-        metadata={
-            "help": "Dropout probability of every dropout layer of the student while it trains: a number, or keep "
-            "(the checkpoint's own, e.g. 0.1 for BERT-style models). Default 0: a distilled student already fits "
-            "soft targets, and dropout noise drowns the small score differences a student starts from (a "
-            "cross-encoder made from a bi-encoder: MAP 0.26 with MiniLM's 0.1 vs 0.31 without at lr 1e-4, 0.45 at "
-            "3e-4; see BENCHMARKS.md). "
-            "The saved config keeps the checkpoint's values."
-        },
-    )
-    teacher_temperature: str = field(
-        default="auto",
-        metadata={
-            "help": "Teacher softmax temperature of listwise losses (kl, listnet): a number, or auto = the mean "
-            "per-query standard deviation of the training teacher scores, so cosine (spread ~0.15) and logit "
-            "(spread ~3) teachers get the same softness (see BENCHMARKS.md)."
-        },
-    )
-    student_temperature: str = field(
-        default="auto",
-        metadata={
-            "help": "Student softmax temperature of listwise losses (kl, listnet): a number, or auto = 1 for "
-            "logit students (rerankers) and 0.05 for bi-encoders with bounded scores in [-1, 1] (cosine, or dot of "
-            "normalised embeddings; the scale 20 of sentence-transformers' MultipleNegativesRankingLoss). The saved "
-            "student's scores are unchanged: the temperature only enters the loss. kl is multiplied by T_s^2 "
-            "(Hinton et al., as sentence-transformers' DistillKLDivLoss): at 0.05 the loss reads 400x smaller than "
-            "listnet's; Adam does not mind, but weigh --hard_label_weight against that."
-        },
-    )
-    margin_top_k: int = field(
-        default=8, metadata={"help": "margin_mse_triplets: the teacher's top_k candidates act as positives."}
-    )
-    margin_num_negatives: int = field(
-        default=4, metadata={"help": "margin_mse_triplets: negatives per positive, ranked right after the top_k."}
-    )
-    loss_kwargs: str | None = field(
-        default=None,
-        metadata={"help": "Extra keyword arguments of the loss as a JSON object, e.g. '{\"weighted\": true}'."},
-    )
-    hard_label_weight: float = field(
-        default=0.0,
-        metadata={"help": "Weight of a listwise cross-entropy on the gold labels, added when labels exist (0 = off)."},
-    )
-    hard_label_temperature: str = field(
-        default="auto",
-        metadata={"help": "Softmax temperature of the hard-label cross-entropy term: a number, or auto = the "
-                  "student temperature (1 for logit students, 0.05 for cosine bi-encoders: at 1 a softmax over "
-                  "cosines in [-1, 1] is nearly flat and the term would teach almost nothing)."},
-    )
-    # --- candidates and tokens ------------------------------------------------------------------------------------
-    group_size: int | None = field(
-        default=16,
-        metadata={"help": "Candidates kept per query per training step (None: all). Evaluation uses all."},
-    )
-    top_fraction: float = field(
-        default=0.5,
-        metadata={"help": "Share of group_size filled with the teacher's top candidates; the rest is sampled."},
-    )
-    keep_labelled_positives: bool = field(
-        default=True,
-        metadata={"help": "Keep a group's labelled positives whatever their teacher rank when cutting it to "
-                  "group_size. False: the teacher's ranking alone picks the candidates (the reference practice's "
-                  "top-k x next-m triplets)."},
-    )
-    max_length: int = field(
-        default=512, metadata={"help": "Token limit of a (query, passage) pair (cross-encoder) or a text (bi-encoder)."}
-    )
-    micro_batch_max_tokens: int = field(
-        default=16384,
-        metadata={"help": "Padded tokens per student forward; items are length-sorted and cut to this budget. It "
-                  "bounds the size of one forward, not the step's memory: without --gradient_cache every "
-                  "micro-batch's activations are kept until the one backward, so activation memory follows all "
-                  "tokens of the batch. To bound memory use --gradient_cache (one micro-batch at a time) or a "
-                  "smaller per_device_train_batch_size / group_size."},
-    )
-    micro_batch_overhead_tokens: int = field(
-        default=32,
-        metadata={"help": "Price of one extra forward in tokens when cutting micro-batches: higher = fewer, "
-                  "more padded forwards. 32 gave 97% (reranker) and 96% (embedding) real tokens on the "
-                  "quickstart text, where 64 gave 95.7% / 94.3% at the same speed (BENCHMARKS.md)."},
-    )
-    # --- bi-encoder students ------------------------------------------------------------------------------------------
-    pooling: str = field(
-        default="auto",
-        metadata={"help": "Bi-encoder pooling: cls, mean, last (token), or auto: what the student's "
-                  "sentence-transformers files declare (1_Pooling/config.json, read from the local folder or the "
-                  "Hub / the local Hub cache). auto on a checkpoint without such files is an error: pass --pooling."},
-    )
-    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise bi-encoder embeddings."})
-    similarity: str = field(default="cosine", metadata={"help": "Bi-encoder similarity: cosine or dot."})
-    similarity_scale: float = field(
-        default=1.0, metadata={"help": "Bi-encoder score = similarity_scale * similarity."}
-    )
-    query_prefix: str = field(default="", metadata={"help": "Text prepended to queries (bi-encoder), e.g. an instruction."})
-    passage_prefix: str = field(default="", metadata={"help": "Text prepended to passages (bi-encoder)."})
-    # --- LLM students -------------------------------------------------------------------------------------------------
-    student_type: str = field(
-        default="auto",
-        metadata={"help": "Reranker student: cross_encoder (sequence-classification logit), causal_lm (Qwen3-Reranker "
-                  "style: logit(yes) - logit(no) at the prompt's last token), or auto: causal_lm for a *ForCausalLM "
-                  "model, else cross_encoder."},
-    )
-    instruction: str | None = field(
-        default=None,
-        metadata={"help": "causal_lm students: the <Instruct> line of the Qwen3-Reranker prompt, as given to "
-                  "score_teacher.py (default: the model card's web-search task). Qwen3-Embedding students take "
-                  "theirs as --query_prefix 'Instruct: {task}\\nQuery:'."},
-    )
-    # --- Trainer defaults that distillation needs -------------------------------------------------------------------
-    learning_rate: float = field(
-        default=3e-4,
-        metadata={
-            "help": "Peak learning rate (AdamW). 3e-4, not the Trainer's 5e-5: a small layer-cut student with a fresh "
-            "ranking head learns little in one epoch at 5e-5 or 1e-4. 3e-4 is the rate that learned on every seed we "
-            "ran (2-layer MiniLM reranker: MAP 0.30-0.45 on 4 seeds); 1e-3 peaked higher on one seed (0.53) and stayed "
-            "near random on three (BENCHMARKS.md). Fine-tuning a pretrained reranker or embedder (bge-reranker-v2-m3, "
-            "bge-m3) wants 1e-5 to 2e-5, as the seed configs under recipes/ set."
-        },
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: the collator needs the query/passages/scores columns."}
-    )
-    ddp_broadcast_buffers: bool | None = field(
-        default=False,
-        metadata={"help": "Kept False: DDP would broadcast buffers (constant position ids here) in every forward, "
-                  "a collective that hangs when ranks run different numbers of micro-batch forwards."},
-    )
-    ddp_timeout: int = field(
-        default=10800,
-        metadata={"help": "Seconds a process waits at a collective (the Trainer's 1800, raised): the main process "
-                  "reads, validates and tokenises the training file alone while the others wait, which takes "
-                  "long for tens of millions of passages (the cache makes later runs fast)."},
-    )
-    train_sampling_strategy: str = field(
-        default="group_by_length",
-        metadata={"help": "group_by_length (default: groups of similar token length share a batch), random, sequential."},
-    )
-
-    def dropout_probability(self) -> float | None:
-        """``dropout`` as a float, or None for "keep"."""
-        if isinstance(self.dropout, str) and self.dropout.strip().lower() == "keep":
-            return None
-        try:
-            probability = float(self.dropout)
-        except (TypeError, ValueError):
-            probability = -1.0
-        if not 0.0 <= probability < 1.0:
-            raise ValueError(f"--dropout must be a probability in [0, 1) or 'keep', got {self.dropout!r}.")
-        return probability
-
-    def loss_options(self) -> dict[str, Any]:
-        """The options of ``self.loss`` that its function accepts, taken from the fields above and ``loss_kwargs``."""
-        candidates = {
-            # "auto" is resolved by the trainer (from the training scores / the student type).
-            "teacher_temperature": _temperature("teacher_temperature", self.teacher_temperature),
-            "student_temperature": _temperature("student_temperature", self.student_temperature),
-            "top_k": self.margin_top_k,
-            "num_negatives": self.margin_num_negatives,
-        }
-        accepted = inspect.signature(get_loss(self.loss)).parameters
-        options = {k: v for k, v in candidates.items() if k in accepted}
-        if self.loss_kwargs:
-            try:
-                extra = json.loads(self.loss_kwargs)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"--loss_kwargs is not valid JSON ({error}). Fix: pass an object like '{{\"a\": 1}}'.")
-            if not isinstance(extra, dict):
-                raise ValueError("--loss_kwargs must be a JSON object. Fix: pass an object like '{\"a\": 1}'.")
-            options.update(extra)
-        return options
 
 
 class _RandomState:
@@ -264,7 +75,7 @@ class _RandomState:
             yield
 
 
-def has_teacher_scores(dataset) -> bool:
+def has_teacher_scores(dataset: Any) -> bool:
     """Whether a ranking dataset carries teacher scores (a ``scores`` column); labels-only eval sets do not."""
     return "scores" in getattr(dataset, "column_names", ())
 
@@ -277,7 +88,8 @@ def _warn_on_default_learning_rate(model: torch.nn.Module, args: DistillationArg
             "learning_rate is the default %g, chosen for small layer-cut students, but this student trains %.0fM "
             "parameters: a pretrained model of that size (bge-reranker-v2-m3, bge-m3) usually diverges there. "
             "Fix: pass --learning_rate 1e-5 to 2e-5, as the seed configs under recipes/ do.",
-            default, trainable / 1e6,
+            default,
+            trainable / 1e6,
         )
 
 
@@ -295,7 +107,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         self.set_epoch(0)
 
     @classmethod
-    def from_sampler(cls, sampler: LengthGroupedSampler, seed: int) -> "EpochSeededLengthGroupedSampler":
+    def from_sampler(cls, sampler: LengthGroupedSampler, seed: int) -> EpochSeededLengthGroupedSampler:
         return cls(sampler.batch_size, lengths=sampler.lengths, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
@@ -310,28 +122,18 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 class _EpochSeedCallback(TrainerCallback):
     """Passes the starting epoch to the trainer's samplers (the Trainer's loop variable is not exposed)."""
 
-    def __init__(self, trainer: "DistillationTrainer") -> None:
+    def __init__(self, trainer: DistillationTrainer) -> None:
         self.trainer = trainer
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # state.epoch is the float progress: 0.0 at the start, 1.5 when resuming halfway through epoch 2.
         self.trainer.set_sampling_epoch(int(math.floor(state.epoch or 0.0)))
-
-
-def _temperature(name: str, value: Any) -> float | str:
-    """A temperature option as a float, or "auto"."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"--{name} must be a positive number or 'auto', got {value!r}.") from None
 
 
 class DistillationTrainer(Trainer):
     """Trainer whose step is: collated groups -> student ``[B, N]`` scores -> loss against the teacher ``[B, N]``.
 
-    Subclasses set :attr:`scorer` and :meth:`build_collator`; everything else is shared.
+    Subclasses implement :meth:`build_scorer` and :meth:`build_collator`; everything else is shared.
 
     Args:
         model: the student, a plain ``transformers`` (or PEFT) model.
@@ -348,18 +150,18 @@ class DistillationTrainer(Trainer):
         self,
         model: torch.nn.Module,
         args: DistillationArguments,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        data_collator=None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        data_collator: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
         loss_fn: Callable[..., torch.Tensor] | None = None,
-        compute_metrics=compute_ranking_metrics,
+        compute_metrics: Callable[..., dict[str, float]] | None = compute_ranking_metrics,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, DistillationArguments):
             raise TypeError("args must be DistillationArguments (hf_distill.trainer.DistillationArguments).")
         if processing_class is None and data_collator is None:
-            raise ValueError("pass processing_class=<the student's tokenizer> so the trainer can build its collator.")
+            raise ConfigError("pass processing_class=<the student's tokenizer> so the trainer can build its collator.")
         loss_options = args.loss_options()
         if loss_fn is None:
             loss_options = self.resolve_loss_options(args, train_dataset if train_dataset is not None else eval_dataset)
@@ -374,7 +176,8 @@ class DistillationTrainer(Trainer):
             if set_dropout(model, dropout):
                 logger.info(
                     "student dropout set to %g for training (--dropout; LoRA's own lora_dropout is kept; the saved "
-                    "config keeps its own)", dropout,
+                    "config keeps its own)",
+                    dropout,
                 )
         _warn_on_default_learning_rate(model, args)
         if self.scorer is None:
@@ -463,7 +266,9 @@ class DistillationTrainer(Trainer):
             prepared[key] = value.to(self.args.device)
         return prepared
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if isinstance(dataset, str):  # the Trainer evaluates a dict of eval sets by name
             dataset = self.eval_dataset[dataset]
@@ -482,7 +287,8 @@ class DistillationTrainer(Trainer):
             # teacher to agree with, and the distillation loss has no target.
             unscored = [f"{metric_key_prefix}_{key}" for key in TEACHER_METRIC_KEYS]
             metrics = {
-                key: value for key, value in metrics.items()
+                key: value
+                for key, value in metrics.items()
                 if key not in unscored and not key.startswith(f"{metric_key_prefix}_teacher_")
             }
         return metrics
@@ -491,7 +297,7 @@ class DistillationTrainer(Trainer):
     def resolve_hard_label_temperature(cls, args: DistillationArguments, loss_options: dict[str, Any]) -> float:
         """``hard_label_temperature`` as a number; ``auto`` is the student temperature of the loss (or of the
         student type, for losses without one)."""
-        value = _temperature("hard_label_temperature", args.hard_label_temperature)
+        value = parse_temperature("hard_label_temperature", args.hard_label_temperature)
         if value != "auto":
             return value
         student_temperature = loss_options.get("student_temperature")
@@ -500,7 +306,7 @@ class DistillationTrainer(Trainer):
         return cls.auto_student_temperature(args)
 
     @classmethod
-    def resolve_loss_options(cls, args: DistillationArguments, scored_dataset=None) -> dict[str, Any]:
+    def resolve_loss_options(cls, args: DistillationArguments, scored_dataset: Any = None) -> dict[str, Any]:
         """``args.loss_options()`` with the "auto" temperatures resolved: the teacher's from the scores of
         ``scored_dataset`` (a dataset or a dict of them), the student's from :meth:`auto_student_temperature`."""
         loss_options = args.loss_options()
@@ -521,10 +327,12 @@ class DistillationTrainer(Trainer):
         """``student_temperature="auto"``: 1 for students that output logits."""
         return 1.0
 
-    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
+    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module) -> Scorer:
         raise NotImplementedError
 
-    def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
+    def build_collator(
+        self, tokenizer: PreTrainedTokenizerBase, args: DistillationArguments, training: bool
+    ) -> RankingCollator:
         raise NotImplementedError
 
     @staticmethod
@@ -547,21 +355,28 @@ class DistillationTrainer(Trainer):
         required = {"query", "passages", "scores"} if name == "train" else {"query", "passages"}
         missing = required - set(dataset.column_names)
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} dataset lacks column(s) {sorted(missing)} (has {dataset.column_names}). "
                 "Fix: load it with hf_distill.data.load_ranking_dataset(path), which converts every supported format."
             )
         if needs_pairs:
             before = len(dataset)
-            dataset = dataset.filter(lambda row: len(row["passages"]) >= 2, desc=f"dropping single-candidate groups ({name})")
+            dataset = dataset.filter(
+                lambda row: len(row["passages"]) >= 2, desc=f"dropping single-candidate groups ({name})"
+            )
             dropped = before - len(dataset)
             if dropped:
                 logger.warning(
                     "%s: skipped %d of %d groups with a single candidate: loss %r needs at least two per query.",
-                    name, dropped, before, args.loss,
+                    name,
+                    dropped,
+                    before,
+                    args.loss,
                 )
             if len(dataset) == 0:
-                raise ValueError(f"{name} dataset has no group with two or more candidates; loss {args.loss!r} needs them.")
+                raise ConfigError(
+                    f"{name} dataset has no group with two or more candidates; loss {args.loss!r} needs them."
+                )
         if (
             args.train_sampling_strategy == "group_by_length"
             and name == "train"
@@ -577,10 +392,10 @@ class DistillationTrainer(Trainer):
         # Predictions must come back in dataset order, whatever the training sampler is.
         return torch.utils.data.SequentialSampler(eval_dataset)
 
-    def get_eval_dataloader(self, eval_dataset=None):
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
         return self._with_collator(self.eval_data_collator, super().get_eval_dataloader, eval_dataset)
 
-    def get_test_dataloader(self, test_dataset):
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
         return self._with_collator(self.eval_data_collator, super().get_test_dataloader, test_dataset)
 
     def _with_collator(self, collator, build, dataset):
@@ -622,7 +437,13 @@ class DistillationTrainer(Trainer):
             return plugin is not None and plugin.zero_stage == 3
         return False
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         student_scores = self.score_groups(model, inputs)
         loss = self.loss_fn(
             student_scores, inputs["teacher_scores"], inputs["candidate_mask"], inputs["relevance_labels"]
@@ -633,7 +454,9 @@ class DistillationTrainer(Trainer):
             )
         return (loss, student_scores) if return_outputs else loss
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         if not self.args.gradient_cache:
             return super().training_step(model, inputs, num_items_in_batch)
         return self._gradient_cache_step(model, inputs)
@@ -672,7 +495,13 @@ class DistillationTrainer(Trainer):
         )
         return loss.detach()
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, Any]:
         inputs = self._prepare_inputs(inputs)
         teacher_scores = inputs["teacher_scores"]
         scored = bool(torch.isfinite(teacher_scores[inputs["candidate_mask"]]).all())
@@ -740,13 +569,15 @@ class RerankerDistillationTrainer(DistillationTrainer):
         trainer.train()
     """
 
-    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
-        if resolve_student_type(args.student_type, model) == "causal_lm":
+    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module) -> Scorer:
+        if resolve_student_type(args.student_type, model) == CAUSAL_LM:
             return CausalYesNoScorer()  # its yes/no token ids come with the tokenizer, in build_collator
         return CrossEncoderScorer()
 
-    def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
-        if isinstance(self.scorer, CausalYesNoScorer):
+    def build_collator(
+        self, tokenizer: PreTrainedTokenizerBase, args: DistillationArguments, training: bool
+    ) -> RankingCollator:
+        if self.scorer.kind == CAUSAL_LM:
             if self.scorer.yes_token_id is None:
                 self.scorer = CausalYesNoScorer.from_tokenizer(tokenizer)
             return Qwen3RerankerCollator(
@@ -754,9 +585,9 @@ class RerankerDistillationTrainer(DistillationTrainer):
             )
         return CrossEncoderCollator(tokenizer, **self._collator_kwargs(args, training))
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         if self.processing_class is not None:
-            if isinstance(self.scorer, CausalYesNoScorer):
+            if self.scorer.kind == CAUSAL_LM:
                 # A saved causal-LM student renders (query, document) pairs as its training prompt, so
                 # sentence_transformers.CrossEncoder(output_dir) gives the scores it was trained to give.
                 self.processing_class.chat_template = qwen3_reranker_chat_template(self.args.instruction)
@@ -780,14 +611,14 @@ class EmbeddingDistillationTrainer(DistillationTrainer):
         bounded = args.similarity == "cosine" or (args.similarity == "dot" and args.normalize_embeddings)
         return 0.05 if bounded and args.similarity_scale == 1.0 else 1.0
 
-    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module):
+    def build_scorer(self, args: DistillationArguments, model: torch.nn.Module) -> Scorer:
         pooling = args.pooling
         if pooling == "auto":
             name_or_path = getattr(getattr(model, "config", None), "_name_or_path", None)
             try:
-                declared = sentence_transformers_pooling(name_or_path)
-            except ValueError as error:
-                raise ConfigError(str(error)) from None
+                declared = declared_pooling(name_or_path)
+            except ConfigError as error:
+                raise ConfigError(f"{error} (as a bi-encoder student: pass --pooling to override).") from None
             if declared is None:
                 raise ConfigError(
                     f"--pooling auto: {name_or_path or 'the student'} declares no sentence-transformers pooling "
@@ -804,7 +635,9 @@ class EmbeddingDistillationTrainer(DistillationTrainer):
             scale=args.similarity_scale,
         )
 
-    def build_collator(self, tokenizer, args: DistillationArguments, training: bool):
+    def build_collator(
+        self, tokenizer: PreTrainedTokenizerBase, args: DistillationArguments, training: bool
+    ) -> RankingCollator:
         return BiEncoderCollator(
             tokenizer,
             **self._collator_kwargs(args, training),
@@ -812,46 +645,23 @@ class EmbeddingDistillationTrainer(DistillationTrainer):
             passage_prefix=args.passage_prefix,
         )
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         super()._save(output_dir, state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if self.args.should_save:
-            write_sentence_transformers_config(output_dir, self.scorer, self.args)
+            write_student_sentence_transformers_config(output_dir, self.scorer, self.args)
 
 
-def write_sentence_transformers_config(output_dir: str, scorer: BiEncoderScorer, args: DistillationArguments) -> None:
-    """Write the files that make ``SentenceTransformer(output_dir)`` reproduce the student's embeddings."""
-    hidden_size = None
-    config_path = os.path.join(output_dir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            hidden_size = json.load(f).get("hidden_size")
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
-    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
-    if scorer.normalize or scorer.similarity == "cosine":
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        os.makedirs(os.path.join(output_dir, "2_Normalize"), exist_ok=True)
-    os.makedirs(os.path.join(output_dir, "1_Pooling"), exist_ok=True)
-    pooling = {
-        "word_embedding_dimension": hidden_size,
-        "pooling_mode_cls_token": scorer.pooling == "cls",
-        "pooling_mode_mean_tokens": scorer.pooling == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-        "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": scorer.pooling == "last",
-        "include_prompt": True,
-    }
-    files = {
-        "modules.json": modules,
-        "1_Pooling/config.json": pooling,
-        "sentence_bert_config.json": {"max_seq_length": args.max_length, "do_lower_case": False},
-        "config_sentence_transformers.json": {
-            "similarity_fn_name": "cosine" if scorer.similarity == "cosine" else "dot",
-            "prompts": {"query": args.query_prefix, "document": args.passage_prefix},
-            "default_prompt_name": None,
-        },
-    }
-    for name, content in files.items():
-        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2)
+def write_student_sentence_transformers_config(
+    output_dir: str, scorer: BiEncoderScorer, args: DistillationArguments
+) -> None:
+    """The sentence-transformers files of a bi-encoder student trained with ``scorer`` and ``args``."""
+    write_sentence_transformers_config(
+        output_dir,
+        pooling=scorer.pooling,
+        normalize=scorer.normalize,
+        similarity=scorer.similarity,
+        max_length=args.max_length,
+        query_prefix=args.query_prefix,
+        passage_prefix=args.passage_prefix,
+    )

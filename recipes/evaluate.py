@@ -32,14 +32,13 @@ from transformers import HfArgumentParser
 from hf_distill.cli import ConfigError, exit_on_user_error, parse_config
 from hf_distill.data import eval_set_names, read_groups
 from hf_distill.evaluation import (
-    NO_TEACHER_NOTE,
     detect_student_kind,
     evaluate_eval_sets,
     has_teacher_scores,
     load_base_scorer,
     load_scorer,
-    write_reports,
 )
+from hf_distill.reports import NO_TEACHER_NOTE, write_reports
 from hf_distill.teachers import DEFAULT_MAX_TOKENS_PER_BATCH, POOLING_MODES
 
 logger = logging.getLogger("hf_distill")
@@ -131,21 +130,21 @@ def main(argv: list[str] | None = None) -> dict:
         raise ConfigError(f"missing {', '.join(missing)} (on the command line or in --config). See --help.")
     eval_sets, files = _eval_sets(args.eval_file)
 
-    kind = detect_student_kind(args.model_name_or_path) if args.student_kind == "auto" else args.student_kind
+    task = detect_student_kind(args.model_name_or_path) if args.student_kind == "auto" else args.student_kind
     options = dict(max_length=args.max_length, device=args.device, instruction=args.instruction)
-    student = load_scorer(kind, args.model_name_or_path, pooling=args.pooling, **options)
+    student = load_scorer(task, args.model_name_or_path, pooling=args.pooling, **options)
     base = None
     if args.base_model_name_or_path:
         base_pooling = args.pooling or getattr(student, "pooling", None)  # the base pools as the student was saved
         base = load_base_scorer(
-            kind, args.base_model_name_or_path, args.num_hidden_layers, args.seed, base_pooling, **options
+            task, args.base_model_name_or_path, args.num_hidden_layers, args.seed, base_pooling, **options
         )
     results = evaluate_eval_sets(eval_sets, student, base, max_tokens_per_batch=args.max_tokens_per_batch)
     for name, result in results.items():
         result["file"] = files[name]
     models = {
         "student": args.model_name_or_path,
-        "student_kind": kind,
+        "student_kind": task,
         "base": args.base_model_name_or_path,
         "base_num_hidden_layers": args.num_hidden_layers,
         "seed": args.seed,

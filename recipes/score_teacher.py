@@ -29,28 +29,25 @@ Every option can also come from ``--config x.yaml`` (keys = option names); optio
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-import yaml
 from transformers import HfArgumentParser
 
-from hf_distill.data import FORMATS, DataFormatError, read_groups
+from hf_distill.cli import exit_on_user_error, parse_config
+from hf_distill.data import FORMATS, read_groups
+from hf_distill.errors import ConfigError, TeacherConfigError
 from hf_distill.teachers import (
+    DEFAULT_MAX_TOKENS_PER_BATCH,
     DTYPES,
     POOLING_MODES,
     TEACHER_TYPES,
-    ResumeMismatchError,
-    TeacherConfigError,
     load_teacher,
     score_to_file,
 )
-from hf_distill.teachers.runner import DEFAULT_MAX_TOKENS_PER_BATCH
-from hf_distill.teachers.vllm_backend import VLLMNotInstalledError
 
 logger = logging.getLogger("hf_distill")
 
@@ -65,8 +62,9 @@ class ScoringArguments:
     teacher_type: str = field(
         default="qwen3_reranker",
         metadata={
-            "help": "qwen3_reranker: causal LM, logit(yes)-logit(no). cross_encoder: seq-cls model with one "
-            "logit. embedding: cosine of pooled, normalised embeddings.",
+            "help": "The teacher's kind (hf_distill.kinds): causal_lm (alias qwen3_reranker): logit(yes)-logit(no) "
+            "of a Qwen3-Reranker prompt. cross_encoder: seq-cls model with one logit. bi_encoder (alias embedding): "
+            "cosine of pooled, normalised embeddings.",
             "choices": list(TEACHER_TYPES),
         },
     )
@@ -148,36 +146,18 @@ REQUIRED = ("teacher_model_name_or_path", "input_file", "output_file")
 
 
 def parse_args(argv: list[str] | None = None) -> ScoringArguments:
-    """``--config x.yaml`` values become defaults, command-line options override them; bad options exit 2."""
-    argv = sys.argv[1:] if argv is None else argv
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, rest = pre.parse_known_args(argv)
+    """``--config x.yaml`` values become defaults, command-line options override them (one :class:`ConfigError`)."""
     parser = HfArgumentParser(ScoringArguments, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="YAML file of options; command-line options override it.")
-    if known.config:
-        try:
-            with open(known.config, encoding="utf-8") as f:
-                values = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as error:
-            parser.error(f"cannot read --config {known.config}: {error}")
-        if not isinstance(values, dict):
-            parser.error(f"--config {known.config}: expected a mapping of option: value, got {type(values).__name__}")
-        names = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            parser.error(f"--config {known.config}: unknown option(s) {', '.join(unknown)}; see --help for the names")
-        parser.set_defaults(**values)
-    # The first output is ScoringArguments; a second one holds --config, already read above.
-    args = parser.parse_args_into_dataclasses(args=rest)[0]
+    (args,) = parse_config(parser, argv)
     missing = [f"--{name}" for name in REQUIRED if not getattr(args, name)]
     if missing:
-        parser.error(f"missing {', '.join(missing)} (on the command line or in --config)")
+        raise ConfigError(f"missing {', '.join(missing)}. Fix: give it on the command line or in --config.")
     if args.push_to_hub and not args.hub_dataset_id:
-        parser.error("--push_to_hub needs --hub_dataset_id (e.g. user/my-scored-data)")
+        raise ConfigError("--push_to_hub needs --hub_dataset_id. Fix: add e.g. --hub_dataset_id user/my-scored-data.")
     return args
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
@@ -192,57 +172,49 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
             "tensor_parallel_size": args.vllm_tensor_parallel_size,
         }
+    groups = read_groups(args.input_file, format=args.input_format, split=args.input_split, require_scores=False)
+    if args.max_queries is not None:
+        groups = groups[: args.max_queries]
     try:
-        groups = read_groups(args.input_file, format=args.input_format, split=args.input_split, require_scores=False)
-        if args.max_queries is not None:
-            groups = groups[: args.max_queries]
-        try:
-            teacher = load_teacher(
-                args.teacher_type,
-                args.teacher_model_name_or_path,
-                backend=args.backend,
-                max_length=args.max_length,
-                instruction=args.instruction,
-                pooling=args.pooling,
-                dtype=args.dtype,
-                attn_implementation=args.attn_implementation,
-                trust_remote_code=args.trust_remote_code,
-                **backend_kwargs,
-            )
-        except OSError as error:  # transformers' "can't find / can't load" for a wrong path or offline Hub id
-            raise TeacherConfigError(
-                f"cannot load --teacher_model_name_or_path {args.teacher_model_name_or_path}: "
-                f"{str(error).rstrip('.')}. Fix: pass a local checkpoint directory or a Hub id you can download "
-                "(check HF_HUB_OFFLINE)."
-            ) from error
-        max_tokens = args.max_tokens_per_batch or getattr(
-            teacher, "default_max_tokens_per_batch", DEFAULT_MAX_TOKENS_PER_BATCH
+        teacher = load_teacher(
+            args.teacher_type,
+            args.teacher_model_name_or_path,
+            backend=args.backend,
+            max_length=args.max_length,
+            instruction=args.instruction,
+            pooling=args.pooling,
+            dtype=args.dtype,
+            attn_implementation=args.attn_implementation,
+            trust_remote_code=args.trust_remote_code,
+            **backend_kwargs,
         )
-        output = score_to_file(
-            teacher,
-            groups,
-            args.output_file,
-            max_tokens_per_batch=max_tokens,
-            overwrite_partial=args.overwrite_partial,
-            input_name=args.input_file,
-        )
-    except (DataFormatError, TeacherConfigError, ResumeMismatchError, VLLMNotInstalledError) as error:
-        print(f"score_teacher.py: error: {error}", file=sys.stderr)
-        return 2
+    except OSError as error:  # transformers' "can't find / can't load" for a wrong path or offline Hub id
+        raise TeacherConfigError(
+            f"cannot load --teacher_model_name_or_path {args.teacher_model_name_or_path}: "
+            f"{str(error).rstrip('.')}. Fix: pass a local checkpoint directory or a Hub id you can download "
+            "(check HF_HUB_OFFLINE)."
+        ) from error
+    max_tokens = args.max_tokens_per_batch or getattr(
+        teacher, "default_max_tokens_per_batch", DEFAULT_MAX_TOKENS_PER_BATCH
+    )
+    output = score_to_file(
+        teacher,
+        groups,
+        args.output_file,
+        max_tokens_per_batch=max_tokens,
+        overwrite_partial=args.overwrite_partial,
+        input_name=args.input_file,
+    )
     if output is None:  # not rank 0: its share is written, rank 0 writes the file
         return 0
     num_pairs = sum(len(group.passages) for group in groups)
     seconds = time.perf_counter() - start
     logger.info("wrote %s: %d rows, %d scored pairs in %.1fs", output, len(groups), num_pairs, seconds)
     if args.push_to_hub:
-        from hf_distill.hub import HubPushError, push_scored_dataset
+        from hf_distill.hub import push_scored_dataset
 
         # The token comes from HF_TOKEN or `hf auth login`; it is never printed, not even in an error.
-        try:
-            push_scored_dataset(str(output), args.hub_dataset_id, private=args.hub_private_repo)
-        except HubPushError as error:
-            print(f"score_teacher.py: error: {error}", file=sys.stderr)
-            return 2
+        push_scored_dataset(str(output), args.hub_dataset_id, private=args.hub_private_repo)
     return 0
 
 

@@ -108,7 +108,7 @@ def make_groups(num_queries: int = 12, num_candidates: int = 6, seed: int = 0) -
     for _ in range(num_queries):
         query_words = rng.sample(WORDS, 3)
         passages, scores, labels = [], [], []
-        for c in range(num_candidates):
+        for _ in range(num_candidates):
             overlap = rng.randint(0, 3)
             words = query_words[:overlap] + rng.sample(WORDS, rng.randint(3, 12))
             rng.shuffle(words)

@@ -264,8 +264,17 @@ def build_tiny_qwen2_tokenizer(embedding: bool = False, vocab_size: int = 600, s
     ``embedding=True``: Qwen3-Embedding's variant, whose post-processor appends ``<|endoftext|>`` to every text
     (its last-token pooling reads that token's state); the vocabulary is the same, as for the real models.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers import trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
@@ -362,9 +371,7 @@ def _st_files(
         "pooling_mode_mean_sqrt_len_tokens": False,
     }
     if pooling == "lasttoken":
-        pooling_config.update(
-            pooling_mode_weightedmean_tokens=False, pooling_mode_lasttoken=True, include_prompt=True
-        )
+        pooling_config.update(pooling_mode_weightedmean_tokens=False, pooling_mode_lasttoken=True, include_prompt=True)
     _write_json(out / "1_Pooling" / "config.json", pooling_config)
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
     _write_json(out / "config_sentence_transformers.json", st_config)
@@ -403,8 +410,14 @@ def _qwen3_config(tokenizer: Any, tie_word_embeddings: bool):
 def _build_models(staging: Path) -> dict[str, Path]:
     """Save every tiny model (files of ``save_pretrained`` plus the ST files) under ``staging/<repo id>``."""
     import torch
-    from transformers import BertConfig, BertModel, Qwen3ForCausalLM, Qwen3Model
-    from transformers import XLMRobertaForSequenceClassification, XLMRobertaModel
+    from transformers import (
+        BertConfig,
+        BertModel,
+        Qwen3ForCausalLM,
+        Qwen3Model,
+        XLMRobertaForSequenceClassification,
+        XLMRobertaModel,
+    )
 
     dirs = {repo_id: staging / repo_id for repo_id in MODEL_IDS}
 

@@ -20,7 +20,8 @@ import torch
 def main(output_dir: str) -> None:
     from hf_distill.data import read_groups
     from hf_distill.evaluation import load_scorer, ranking_quality, split_teacher
-    from hf_distill.students import is_causal_lm_checkpoint, sentence_transformers_pooling
+    from hf_distill.kinds import is_causal_lm_checkpoint
+    from hf_distill.st_format import declared_pooling
 
     report = json.loads((Path(output_dir) / "distillation_report.json").read_text())
     eval_sets = {name: read_groups(path, require_scores=False) for name, path in report["eval_files"].items()}
@@ -38,8 +39,8 @@ def main(output_dir: str) -> None:
                 scores.append(torch.nn.functional.cosine_similarity(query, passages).tolist())
             return scores
 
-        result["pooling"] = sentence_transformers_pooling(output_dir)[0]
-        base = sentence_transformers_pooling(report["base_model"])
+        result["pooling"] = declared_pooling(output_dir)[0]
+        base = declared_pooling(report["base_model"])
         result["base_pooling"] = base[0] if base else None
     elif is_causal_lm_checkpoint(output_dir):
         from hf_distill.teachers import score_groups

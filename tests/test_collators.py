@@ -1,16 +1,22 @@
 """The collators flatten B groups once: unique items, length-sorted micro-batches, indices back to [B, N]."""
 
-import torch
-
 from hf_distill.collators import BiEncoderCollator, CandidateSampler, CrossEncoderCollator, split_by_length
 
 
 def _rows():
     return [
-        {"query": "list files", "passages": ["ls lists directory contents", "cp copies files", "a"],
-         "scores": [3.0, 1.0, -2.0], "labels": [1, 0, 0]},
-        {"query": "copy files", "passages": ["cp copies files", "ls lists directory contents"],
-         "scores": [2.5, 0.5], "labels": [1, 0]},
+        {
+            "query": "list files",
+            "passages": ["ls lists directory contents", "cp copies files", "a"],
+            "scores": [3.0, 1.0, -2.0],
+            "labels": [1, 0, 0],
+        },
+        {
+            "query": "copy files",
+            "passages": ["cp copies files", "ls lists directory contents"],
+            "scores": [2.5, 0.5],
+            "labels": [1, 0],
+        },
     ]
 
 
@@ -25,7 +31,11 @@ def test_cross_encoder_batch_has_teacher_matrix_mask_and_labels(tokenizer):
 def test_cross_encoder_pair_index_points_at_the_right_tokenized_pair(tokenizer):
     rows = _rows()
     batch = CrossEncoderCollator(tokenizer, micro_batch_max_tokens=40, micro_batch_overhead_tokens=0)(rows)
-    flat_ids = [ids[mask.bool()].tolist() for mb in batch["micro_batches"] for ids, mask in zip(mb["input_ids"], mb["attention_mask"])]
+    flat_ids = [
+        ids[mask.bool()].tolist()
+        for mb in batch["micro_batches"]
+        for ids, mask in zip(mb["input_ids"], mb["attention_mask"])
+    ]
     for b, row in enumerate(rows):
         for n, passage in enumerate(row["passages"]):
             expected = tokenizer(row["query"], passage)["input_ids"]
@@ -42,8 +52,11 @@ def test_identical_pairs_are_scored_once(tokenizer):
 
 def test_bi_encoder_encodes_each_unique_text_once(tokenizer):
     batch = BiEncoderCollator(tokenizer, query_prefix="query: ")(_rows())
-    texts = {tokenizer.decode(ids[mask.bool()], skip_special_tokens=True) for mb in batch["micro_batches"]
-             for ids, mask in zip(mb["input_ids"], mb["attention_mask"])}
+    texts = {
+        tokenizer.decode(ids[mask.bool()], skip_special_tokens=True)
+        for mb in batch["micro_batches"]
+        for ids, mask in zip(mb["input_ids"], mb["attention_mask"])
+    }
     # 2 prefixed queries + 3 distinct passages (two of them shared by both groups)
     assert len(texts) == 5
     assert "query : list files" in texts or "query: list files" in texts
@@ -56,7 +69,7 @@ def test_micro_batches_are_length_sorted_and_within_budget(tokenizer):
     batch = CrossEncoderCollator(tokenizer, micro_batch_max_tokens=100, micro_batch_overhead_tokens=8)(rows)
     shapes = [tuple(mb["input_ids"].shape) for mb in batch["micro_batches"]]
     assert len(shapes) >= 2
-    assert all(r * l <= 100 or r == 1 for r, l in shapes)
+    assert all(rows * length <= 100 or rows == 1 for rows, length in shapes)
     assert batch["num_real_tokens"] / batch["num_padded_tokens"] > 0.9
 
 

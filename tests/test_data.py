@@ -662,8 +662,10 @@ def test_training_file_is_streamed_into_a_memory_mapped_arrow_file(tmp_path, mon
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "train.jsonl"
-    rows = [{"query": f"q{i}", "passages": [f"a{i}", f"b{i}"], "scores": [1.0, float(i)], "labels": [1, 0]}
-            for i in range(5)]
+    rows = [
+        {"query": f"q{i}", "passages": [f"a{i}", f"b{i}"], "scores": [1.0, float(i)], "labels": [1, 0]}
+        for i in range(5)
+    ]
     path.write_text("".join(_json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     dataset = load_ranking_dataset(path)
     assert dataset.cache_files and dataset.cache_files[0]["filename"].endswith(".arrow")  # memory-mapped

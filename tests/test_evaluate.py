@@ -11,18 +11,18 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from conftest import make_groups, save_tiny_checkpoint
 from hf_distill.data import read_groups
 from hf_distill.evaluation import ranking_quality
 from hf_distill.metrics import compute_ranking_metrics, ranking_metrics
-from hf_distill.trainer import write_sentence_transformers_config
+from hf_distill.st_format import write_sentence_transformers_config
+
+from conftest import make_groups, save_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "recipes" / "evaluate.py"
@@ -50,9 +50,9 @@ def setup(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("evaluate")
     reranker = Path(save_tiny_checkpoint(tokenizer, root / "tiny-reranker", "reranker", seed=1))
     bi_encoder = Path(save_tiny_checkpoint(tokenizer, root / "tiny-bi-encoder", "encoder", seed=2))
-    scorer = SimpleNamespace(pooling="mean", normalize=True, similarity="cosine")
-    recipe_args = SimpleNamespace(max_length=64, query_prefix="", passage_prefix="")
-    write_sentence_transformers_config(str(bi_encoder), scorer, recipe_args)
+    write_sentence_transformers_config(
+        str(bi_encoder), pooling="mean", normalize=True, similarity="cosine", max_length=64
+    )
 
     in_domain = write_jsonl(root / "in_domain.jsonl", make_groups(num_queries=6, num_candidates=5, seed=0))
     out_of_domain = write_jsonl(root / "out_of_domain.jsonl", make_groups(num_queries=5, num_candidates=4, seed=1))
@@ -240,10 +240,22 @@ def test_causal_llm_reranker_is_scored_with_the_qwen3_reranker_prompt(setup, tin
     from hf_distill.teachers import load_teacher, score_groups
 
     instruction = "Find the manual page of a command"
-    results = evaluate_recipe.main([
-        "--model_name_or_path", tiny_qwen3, "--base_model_name_or_path", tiny_qwen3, "--instruction", instruction,
-        "--eval_file", setup["eval_files"][0], "--output_dir", str(setup["root"] / "qwen3-eval"), "--device", "cpu",
-    ])
+    results = evaluate_recipe.main(
+        [
+            "--model_name_or_path",
+            tiny_qwen3,
+            "--base_model_name_or_path",
+            tiny_qwen3,
+            "--instruction",
+            instruction,
+            "--eval_file",
+            setup["eval_files"][0],
+            "--output_dir",
+            str(setup["root"] / "qwen3-eval"),
+            "--device",
+            "cpu",
+        ]
+    )
     result = next(iter(results.values()))
     groups = read_groups(setup["eval_files"][0])
     teacher = load_teacher("qwen3_reranker", tiny_qwen3, instruction=instruction, dtype="float32", device="cpu")

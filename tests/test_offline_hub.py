@@ -56,7 +56,7 @@ EXPECTED = {
 ST_MODELS = {BGE_M3: "cls", QWEN3_EMBEDDINGS[0]: "lasttoken", QWEN3_EMBEDDINGS[1]: "lasttoken", MINILM: "mean"}
 
 # Runs in the subprocess; argv: json of {repo id: auto class}, json of ST ids, json of {dataset id: splits}.
-CHECK_SCRIPT = r'''
+CHECK_SCRIPT = r"""
 import json, math, os, socket, sys
 
 NETWORK = []
@@ -153,9 +153,9 @@ for repo_id in st_ids:
         "norms": emb.norm(dim=-1).tolist(),
     }
     # What a student given by this Hub id trains with under --pooling auto (the trainer's reader).
-    from hf_distill.students import sentence_transformers_pooling
+    from hf_distill.st_format import declared_pooling
 
-    report["st"][repo_id]["student_pooling"] = list(sentence_transformers_pooling(repo_id))
+    report["st"][repo_id]["student_pooling"] = list(declared_pooling(repo_id))
 
 ce = CrossEncoder("BAAI/bge-reranker-v2-m3", device="cpu")
 scores = ce.predict([("how do I install python", "install python with apt"), ("list files", "grub boot loader")])
@@ -178,7 +178,7 @@ for repo_id, splits in datasets_splits.items():
 
 report["network"] = NETWORK
 print("REPORT " + json.dumps(report))
-'''
+"""
 
 
 @pytest.fixture(scope="module")

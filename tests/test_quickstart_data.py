@@ -60,29 +60,33 @@ def test_man_page_becomes_query_and_passage():
 
 
 def test_troff_escapes_and_font_macros_are_cleaned():
-    source = "\n".join([
-        r".B chmod",
-        r"changes the \fImode\fP of each \(aqfile\(aq;",
-        r".BR umask (2)",
-        r"sets it \e and \*(lqmore\*(rq\&.",
-        r".IR foo ,",
-        r"bar\ baz [\c",
-        r"\fBugoa\fP.\|.\|.]",
-    ])
+    source = "\n".join(
+        [
+            r".B chmod",
+            r"changes the \fImode\fP of each \(aqfile\(aq;",
+            r".BR umask (2)",
+            r"sets it \e and \*(lqmore\*(rq\&.",
+            r".IR foo ,",
+            r"bar\ baz [\c",
+            r"\fBugoa\fP.\|.\|.]",
+        ]
+    )
     assert build_data.clean_troff(source) == (
         "chmod changes the mode of each 'file'; umask(2) sets it \\ and \"more\". foo, bar baz [ugoa...]"
     )
 
 
 def test_page_defined_strings_are_expanded():
-    source = "\n".join([
-        ".ds n mawk",
-        ".SH NAME",
-        r"mawk \- pattern scanning language",
-        ".SH DESCRIPTION",
-        r"\fB\*n\fP",
-        "is an interpreter.",
-    ])
+    source = "\n".join(
+        [
+            ".ds n mawk",
+            ".SH NAME",
+            r"mawk \- pattern scanning language",
+            ".SH DESCRIPTION",
+            r"\fB\*n\fP",
+            "is an interpreter.",
+        ]
+    )
     page = build_data.parse_man_page(source, "man1/mawk.1.gz", "1", max_words=40)
     assert page.passage == "mawk is an interpreter."
 
@@ -135,18 +139,44 @@ def test_builder_writes_disjoint_splits_from_a_man_dir(tmp_path, monkeypatch, ca
     topics = ["files", "disks", "users", "fonts", "mail", "clocks", "printers", "packages"]
     for i, topic in enumerate(topics):
         section = "man1" if i % 2 else "man8"
-        _write_page(man / section, f"tool{i}.{section[-1]}.gz", f"tool{i}", f"manage {topic} quickly",
-                    f"tool{i} manages the {topic} of the system. It reads a list of {topic} and "
-                    f"prints one line for each of the {topic} it finds on machine number {i}.")
+        _write_page(
+            man / section,
+            f"tool{i}.{section[-1]}.gz",
+            f"tool{i}",
+            f"manage {topic} quickly",
+            f"tool{i} manages the {topic} of the system. It reads a list of {topic} and "
+            f"prints one line for each of the {topic} it finds on machine number {i}.",
+        )
     for i, topic in enumerate(["memory", "signals", "sockets", "threads"]):
-        _write_page(man / ("man2" if i % 2 else "man3"), f"call{i}.{2 if i % 2 else 3}.gz", f"call{i}",
-                    f"handle {topic}", f"The call{i}() function handles {topic} for the calling process "
-                    f"and returns zero on success, or -1 with errno set when the {topic} are invalid.")
+        _write_page(
+            man / ("man2" if i % 2 else "man3"),
+            f"call{i}.{2 if i % 2 else 3}.gz",
+            f"call{i}",
+            f"handle {topic}",
+            f"The call{i}() function handles {topic} for the calling process "
+            f"and returns zero on success, or -1 with errno set when the {topic} are invalid.",
+        )
     (man / "man1" / "alias.1.gz").symlink_to(man / "man1" / "tool1.1.gz")  # an alias: skipped
     out = tmp_path / "data"
-    monkeypatch.setattr(sys, "argv", ["build_data.py", "--man_dir", str(man), "--output_dir", str(out),
-                                      "--num_train", "4", "--num_eval_in_domain", "2",
-                                      "--num_eval_out_of_domain", "2", "--num_negatives", "2"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "build_data.py",
+            "--man_dir",
+            str(man),
+            "--output_dir",
+            str(out),
+            "--num_train",
+            "4",
+            "--num_eval_in_domain",
+            "2",
+            "--num_eval_out_of_domain",
+            "2",
+            "--num_negatives",
+            "2",
+        ],
+    )
     build_data.main()
     train = [json.loads(line) for line in open(out / "train.jsonl")]
     evaluation = [json.loads(line) for line in open(out / "eval_in_domain.jsonl")]

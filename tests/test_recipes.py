@@ -46,8 +46,20 @@ def _run_recipe(kind: str, *args: str, launcher: list[str] | None = None) -> sub
 
 
 def _launcher(*options: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-            "--dynamo_backend", "no", "--main_process_port", str(free_port()), *options]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *options,
+    ]
 
 
 def _state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -102,13 +114,21 @@ def test_unknown_yaml_key_is_one_clear_error(workspace, tmp_path):
 
 @pytest.mark.parametrize(
     "flag, message",
-    [(("--dropout", "0.1x"), "--dropout must be a probability"),
-     (("--teacher_temperature", "warm"), "--teacher_temperature must be a positive number or 'auto'")],
+    [
+        (("--dropout", "0.1x"), "--dropout must be a probability"),
+        (("--teacher_temperature", "warm"), "--teacher_temperature must be a positive number or 'auto'"),
+    ],
 )
 def test_bad_option_value_is_one_clear_error_before_loading(workspace, tmp_path, flag, message):
     result = _run_recipe(
-        "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
-        "--output_dir", str(tmp_path / "out"), *flag,
+        "reranker",
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        workspace["train"],
+        "--output_dir",
+        str(tmp_path / "out"),
+        *flag,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and message in result.stderr
@@ -126,8 +146,14 @@ def test_malformed_train_file_stops_before_anything_is_overwritten(workspace, tm
     (output_dir / "model.safetensors").write_bytes(b"previous run")
 
     result = _run_recipe(
-        "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", str(bad),
-        "--output_dir", str(output_dir), *QUICK,
+        "reranker",
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        str(bad),
+        "--output_dir",
+        str(output_dir),
+        *QUICK,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -142,12 +168,34 @@ def test_embedding_recipe_with_lora_saves_a_merged_sentence_transformer(workspac
     from hf_distill.recipe import run_distillation
 
     output_dir = tmp_path / "embedder"
-    run_distillation("embedding", [
-        "--model_name_or_path", workspace["encoder"], "--train_file", workspace["train"], "--output_dir",
-        str(output_dir), "--pooling", "mean", "--use_peft", "--lora_r", "4", "--lora_target_modules", "query", "value",
-        "--learning_rate", "1e-2", "--max_steps", "3", "--save_strategy", "no", "--evaluate_before_training", "false",
-        *QUICK,
-    ])
+    run_distillation(
+        "embedding",
+        [
+            "--model_name_or_path",
+            workspace["encoder"],
+            "--train_file",
+            workspace["train"],
+            "--output_dir",
+            str(output_dir),
+            "--pooling",
+            "mean",
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--lora_target_modules",
+            "query",
+            "value",
+            "--learning_rate",
+            "1e-2",
+            "--max_steps",
+            "3",
+            "--save_strategy",
+            "no",
+            "--evaluate_before_training",
+            "false",
+            *QUICK,
+        ],
+    )
     merged = _state_dict(str(output_dir))
     assert not any("lora" in key for key in merged), "the saved student must be a plain (merged) checkpoint"
     base = _state_dict(workspace["encoder"])
@@ -158,8 +206,9 @@ def test_embedding_recipe_with_lora_saves_a_merged_sentence_transformer(workspac
     texts = ["list directory contents", "remove a file from the archive"]
     st = SentenceTransformer(str(output_dir), device="cpu")
     assert st[1].get_config_dict()["pooling_mode"] == "mean"
-    from hf_distill.students import BiEncoderScorer
     from transformers import AutoModel, AutoTokenizer
+
+    from hf_distill.students import BiEncoderScorer
 
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     with torch.no_grad():
@@ -171,9 +220,27 @@ def test_embedding_recipe_with_lora_saves_a_merged_sentence_transformer(workspac
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(workspace, tmp_path):
     common = [
-        "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"], "--loss", "listnet",
-        "--group_size", "4", "--learning_rate", "1e-3", "--max_steps", "8", "--save_strategy", "steps",
-        "--save_steps", "4", "--evaluate_before_training", "false", "--dataloader_num_workers", "0", *QUICK,
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        workspace["train"],
+        "--loss",
+        "listnet",
+        "--group_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--max_steps",
+        "8",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "4",
+        "--evaluate_before_training",
+        "false",
+        "--dataloader_num_workers",
+        "0",
+        *QUICK,
     ]
     whole = tmp_path / "whole"
     assert _run_recipe("reranker", *common, "--output_dir", str(whole)).returncode == 0
@@ -181,8 +248,13 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(workspac
     # Kill a second run once its first checkpoint is complete, then resume it.
     killed = tmp_path / "killed"
     script = str(REPO / "recipes" / "reranker.py")
-    process = subprocess.Popen([sys.executable, script, *common, "--output_dir", str(killed)], cwd=REPO, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, script, *common, "--output_dir", str(killed)],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = killed / "checkpoint-4"
     deadline = time.monotonic() + 300
     while not (checkpoint / "trainer_state.json").exists() and process.poll() is None:
@@ -206,12 +278,27 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(workspac
     assert any(not torch.allclose(start[k], expected[k]) for k in start)
 
 
+@pytest.mark.slow  # multi-process
 def test_ddp_two_cpu_processes_with_lora(workspace, tmp_path):
     output_dir = tmp_path / "ddp-lora"
     result = _run_recipe(
-        "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
-        "--eval_file", workspace["eval"], "--output_dir", str(output_dir), "--use_peft", "--lora_r", "4",
-        "--max_steps", "2", "--save_strategy", "no", *QUICK,
+        "reranker",
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        workspace["train"],
+        "--eval_file",
+        workspace["eval"],
+        "--output_dir",
+        str(output_dir),
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "no",
+        *QUICK,
         launcher=_launcher("--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml")),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -221,12 +308,26 @@ def test_ddp_two_cpu_processes_with_lora(workspace, tmp_path):
     assert not any("lora" in key for key in _state_dict(str(output_dir)))
 
 
+@pytest.mark.slow  # multi-process
 def test_ddp_two_cpu_processes_with_gradient_cache(workspace, tmp_path):
     output_dir = tmp_path / "ddp-cache"
     result = _run_recipe(
-        "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
-        "--output_dir", str(output_dir), "--gradient_cache", "true", "--micro_batch_max_tokens", "64",
-        "--max_steps", "2", "--save_strategy", "no", *QUICK,
+        "reranker",
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        workspace["train"],
+        "--output_dir",
+        str(output_dir),
+        "--gradient_cache",
+        "true",
+        "--micro_batch_max_tokens",
+        "64",
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "no",
+        *QUICK,
         launcher=_launcher("--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml")),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -236,17 +337,32 @@ def test_ddp_two_cpu_processes_with_gradient_cache(workspace, tmp_path):
     assert any(not torch.allclose(start[k], trained[k]) for k in start)
 
 
+@pytest.mark.slow  # multi-process
 def test_deepspeed_zero3_two_processes(workspace, tmp_path):
     pytest.importorskip("deepspeed")
     output_dir = tmp_path / "zero3"
     result = _run_recipe(
-        "reranker", "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
-        "--eval_file", workspace["eval"], "--output_dir", str(output_dir), "--max_steps", "2",
+        "reranker",
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        workspace["train"],
+        "--eval_file",
+        workspace["eval"],
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "2",
         # several micro-batches per step, a different number on each rank: the dummy forwards that keep ZeRO-3's
         # parameter gathering in step run
-        "--save_strategy", "no", "--micro_batch_max_tokens", "96", *QUICK,
-        launcher=_launcher("--config_file", str(REPO / "accelerate_configs" / "deepspeed_zero3.yaml"),
-                           "--mixed_precision", "no"),
+        "--save_strategy",
+        "no",
+        "--micro_batch_max_tokens",
+        "96",
+        *QUICK,
+        launcher=_launcher(
+            "--config_file", str(REPO / "accelerate_configs" / "deepspeed_zero3.yaml"), "--mixed_precision", "no"
+        ),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     # Gathered from the shards into one full checkpoint that loads with every weight of the original shapes.
@@ -269,11 +385,10 @@ def test_every_seed_config_parses_into_the_recipe_arguments(config):
     from transformers import HfArgumentParser
 
     from hf_distill.cli import parse_config
-    from hf_distill.recipe import ModelArguments, ScriptArguments
-    from hf_distill.trainer import DistillationArguments
-
     from hf_distill.data import eval_set_names
     from hf_distill.losses import DistillationLoss
+    from hf_distill.recipe import ModelArguments, ScriptArguments
+    from hf_distill.trainer import DistillationArguments
 
     parser = HfArgumentParser((ScriptArguments, ModelArguments, DistillationArguments))
     cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]  # the configs say bf16: CPU bf16 here
@@ -293,9 +408,27 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(workspa
     # 16 groups, 4 per step: 4 steps per epoch; the checkpoint at step 6 is in the middle of the second epoch.
     # Groups of 6 cut to 4 (2 by teacher rank, 2 sampled); dropout on, so steps consume random numbers.
     common = [
-        "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"], "--loss", "listnet",
-        "--group_size", "4", "--learning_rate", "1e-3", "--max_steps", "10", "--save_strategy", "steps",
-        "--save_steps", "6", "--evaluate_before_training", "false", "--dropout", "keep", *QUICK,
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        workspace["train"],
+        "--loss",
+        "listnet",
+        "--group_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--max_steps",
+        "10",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "6",
+        "--evaluate_before_training",
+        "false",
+        "--dropout",
+        "keep",
+        *QUICK,
     ]
     whole = tmp_path / "whole"
     result = _run_recipe("reranker", *common, "--output_dir", str(whole))
@@ -303,8 +436,9 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(workspa
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(whole / "checkpoint-6", resumed / "checkpoint-6")
-    result = _run_recipe("reranker", *common, "--output_dir", str(resumed),
-                         "--resume_from_checkpoint", str(resumed / "checkpoint-6"))
+    result = _run_recipe(
+        "reranker", *common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(resumed / "checkpoint-6")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     expected, actual = _state_dict(str(whole)), _state_dict(str(resumed))
     for key in expected:
@@ -314,13 +448,29 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(workspa
     assert any(not torch.allclose(at_checkpoint[k], expected[k]) for k in expected)
 
 
+@pytest.mark.slow  # multi-process
 def test_ddp_full_weight_embedding_student_with_activation_checkpointing(workspace, tmp_path):
     """An encoder's pooler, which no bi-encoder loss reads, must not break DDP without find_unused_parameters."""
     output_dir = tmp_path / "ddp-embedding"
     result = _run_recipe(
-        "embedding", "--model_name_or_path", workspace["encoder"], "--train_file", workspace["train"],
-        "--output_dir", str(output_dir), "--pooling", "cls", "--activation_checkpointing", "true",
-        "--max_steps", "3", "--save_strategy", "no", "--evaluate_before_training", "false", *QUICK,
+        "embedding",
+        "--model_name_or_path",
+        workspace["encoder"],
+        "--train_file",
+        workspace["train"],
+        "--output_dir",
+        str(output_dir),
+        "--pooling",
+        "cls",
+        "--activation_checkpointing",
+        "true",
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "no",
+        "--evaluate_before_training",
+        "false",
+        *QUICK,
         launcher=_launcher("--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml")),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -337,19 +487,45 @@ def test_lora_on_a_bf16_base_is_merged_in_fp32_into_the_model_that_was_trained(w
     from hf_distill.recipe import run_distillation
 
     output_dir = tmp_path / "bf16-lora"
-    run_distillation("embedding", [
-        "--model_name_or_path", workspace["encoder"], "--train_file", workspace["train"], "--output_dir",
-        str(output_dir), "--pooling", "cls", "--use_peft", "--lora_r", "4", "--lora_target_modules", "query", "value",
-        "--torch_dtype", "bfloat16", "--learning_rate", "1e-3", "--max_steps", "2", "--save_strategy", "no",
-        "--evaluate_before_training", "false", *QUICK,
-    ])
+    run_distillation(
+        "embedding",
+        [
+            "--model_name_or_path",
+            workspace["encoder"],
+            "--train_file",
+            workspace["train"],
+            "--output_dir",
+            str(output_dir),
+            "--pooling",
+            "cls",
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--lora_target_modules",
+            "query",
+            "value",
+            "--torch_dtype",
+            "bfloat16",
+            "--learning_rate",
+            "1e-3",
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--evaluate_before_training",
+            "false",
+            *QUICK,
+        ],
+    )
     saved = _state_dict(str(output_dir))
     assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
     # What was trained: the bf16 base plus the adapter, in exact arithmetic.
     base = AutoModel.from_pretrained(workspace["encoder"], dtype=torch.bfloat16).to(torch.float32)
     expected = PeftModel.from_pretrained(base, str(output_dir / "lora_adapter")).merge_and_unload().state_dict()
     key = "encoder.layer.0.attention.self.query.weight"
-    update = expected[key] - AutoModel.from_pretrained(workspace["encoder"], dtype=torch.bfloat16).state_dict()[key].float()
+    update = (
+        expected[key] - AutoModel.from_pretrained(workspace["encoder"], dtype=torch.bfloat16).state_dict()[key].float()
+    )
     assert update.abs().max() > 0  # training moved the adapter
     torch.testing.assert_close(saved[key], expected[key], atol=0, rtol=0)
 
@@ -365,12 +541,30 @@ def test_a_failing_final_evaluation_leaves_the_trained_student_saved(workspace, 
     monkeypatch.setattr(recipe, "push_student", lambda *args, **kwargs: pushed.append(args))
     output_dir = tmp_path / "student"
     with pytest.raises(RuntimeError, match="simulated"):
-        recipe.run_distillation("reranker", [
-            "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
-            "--eval_file", workspace["eval"], "--output_dir", str(output_dir), "--max_steps", "2",
-            "--save_strategy", "no", "--evaluate_before_training", "false", "--push_to_hub", "true",
-            "--hub_model_id", "someone/student", *QUICK,
-        ])
+        recipe.run_distillation(
+            "reranker",
+            [
+                "--model_name_or_path",
+                workspace["reranker"],
+                "--train_file",
+                workspace["train"],
+                "--eval_file",
+                workspace["eval"],
+                "--output_dir",
+                str(output_dir),
+                "--max_steps",
+                "2",
+                "--save_strategy",
+                "no",
+                "--evaluate_before_training",
+                "false",
+                "--push_to_hub",
+                "true",
+                "--hub_model_id",
+                "someone/student",
+                *QUICK,
+            ],
+        )
     assert (output_dir / "model.safetensors").exists()
     assert not pushed  # a card without results does not go public
     report = json.loads((output_dir / "distillation_report.json").read_text())
@@ -385,10 +579,24 @@ def test_eval_files_sharing_a_stem_are_all_reported(workspace, tmp_path):
         (tmp_path / "data" / task).mkdir(parents=True)
         files.append(str(_write_jsonl(tmp_path / "data" / task / "test_scored.jsonl", make_groups(4, 5, seed=seed))))
     output_dir = tmp_path / "student"
-    report = run_distillation("reranker", [
-        "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"], "--eval_file", *files,
-        "--output_dir", str(output_dir), "--max_steps", "1", "--save_strategy", "no", *QUICK,
-    ])
+    report = run_distillation(
+        "reranker",
+        [
+            "--model_name_or_path",
+            workspace["reranker"],
+            "--train_file",
+            workspace["train"],
+            "--eval_file",
+            *files,
+            "--output_dir",
+            str(output_dir),
+            "--max_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            *QUICK,
+        ],
+    )
     names = ["stackoverflowdupquestions_test_scored", "askubuntudupquestions_test_scored", "scidocs_test_scored"]
     assert list(report["metrics_after"]) == names and list(report["metrics_before"]) == names
     card = (output_dir / "README.md").read_text()
@@ -398,15 +606,34 @@ def test_eval_files_sharing_a_stem_are_all_reported(workspace, tmp_path):
 def test_labels_only_eval_file_is_measured_without_a_teacher(workspace, tmp_path):
     from hf_distill.recipe import run_distillation
 
-    rows = [{"query": row["query"], "positive": [p for p, l in zip(row["passages"], row["labels"]) if l == 1],
-             "negative": [p for p, l in zip(row["passages"], row["labels"]) if l != 1]}
-            for row in make_groups(6, 6, seed=2)]
+    rows = [
+        {
+            "query": row["query"],
+            "positive": [p for p, label in zip(row["passages"], row["labels"]) if label == 1],
+            "negative": [p for p, label in zip(row["passages"], row["labels"]) if label != 1],
+        }
+        for row in make_groups(6, 6, seed=2)
+    ]
     mteb = _write_jsonl(tmp_path / "test.jsonl", [row for row in rows if row["positive"] and row["negative"]])
-    report = run_distillation("reranker", [
-        "--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
-        "--eval_file", str(mteb), workspace["eval"], "--output_dir", str(tmp_path / "student"), "--max_steps", "1",
-        "--save_strategy", "no", *QUICK,
-    ])
+    report = run_distillation(
+        "reranker",
+        [
+            "--model_name_or_path",
+            workspace["reranker"],
+            "--train_file",
+            workspace["train"],
+            "--eval_file",
+            str(mteb),
+            workspace["eval"],
+            "--output_dir",
+            str(tmp_path / "student"),
+            "--max_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            *QUICK,
+        ],
+    )
     labels_only, scored = report["metrics_after"]["test"], report["metrics_after"]["eval_in_domain"]
     assert {"map", "mrr@10", "ndcg@10"} <= labels_only.keys() and labels_only["num_queries"] > 0
     assert not {"spearman", "kendall", "loss", "teacher_map"} & labels_only.keys()
@@ -415,12 +642,21 @@ def test_labels_only_eval_file_is_measured_without_a_teacher(workspace, tmp_path
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(("--model_name_or_path", "no-such-org/no-such-model"), "cannot load the student no-such-org/no-such-model"),
-     (("--torch_dtype", "bfloat"), "--torch_dtype 'bfloat' is not a torch dtype")],
+    [
+        (("--model_name_or_path", "no-such-org/no-such-model"), "cannot load the student no-such-org/no-such-model"),
+        (("--torch_dtype", "bfloat"), "--torch_dtype 'bfloat' is not a torch dtype"),
+    ],
 )
 def test_a_student_that_cannot_be_loaded_is_one_clear_error(workspace, tmp_path, flags, message):
-    args = ["--model_name_or_path", workspace["reranker"], "--train_file", workspace["train"],
-            "--output_dir", str(tmp_path / "out"), *flags]
+    args = [
+        "--model_name_or_path",
+        workspace["reranker"],
+        "--train_file",
+        workspace["train"],
+        "--output_dir",
+        str(tmp_path / "out"),
+        *flags,
+    ]
     result = _run_recipe("reranker", *args)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and message in result.stderr

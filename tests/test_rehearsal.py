@@ -42,8 +42,7 @@ NOT_RUN = {
     "python -m pytest -q": "this very test suite",
     "pip install": "installation, done by .ci/run",
     "python benchmarks/": "benchmarks print timings (minutes to hours); not tests",
-    "accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml --num_processes 2 --mixed_precision no":
-        "a template with '...' placeholders; the same launch runs in tests/test_recipes.py",
+    "accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml --num_processes 2 --mixed_precision no": "a template with '...' placeholders; the same launch runs in tests/test_recipes.py",
 }
 READMES = [
     "recipes/bge-reranker-v2-m3/stackoverflowdupquestions/README.md",
@@ -104,13 +103,15 @@ def _workspace(root: Path, readme: str) -> Path:
 
 def _env(hub: Path, workspace: Path) -> dict[str, str]:
     env = offline_subprocess_env(hub)
-    env.update({
-        "PATH": f"{workspace / '.bin'}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
-        REAL_PYTHON: sys.executable,
-        LOG: str(workspace / "commands.log"),
-        "OMP_NUM_THREADS": "1",
-    })
+    env.update(
+        {
+            "PATH": f"{workspace / '.bin'}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(REPO),
+            REAL_PYTHON: sys.executable,
+            LOG: str(workspace / "commands.log"),
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     return env
 
 
@@ -150,8 +151,14 @@ def test_readme_commands_run_as_written(hub, tmp_path, readme):
             skipped.append(reason)
             continue
         start = time.monotonic()
-        result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=workspace, env=env,
-                                capture_output=True, text=True, timeout=900)
+        result = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", block],
+            cwd=workspace,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         print(f"{readme}: {time.monotonic() - start:6.1f} s  {block.strip().splitlines()[0][:90]}")
         assert result.returncode == 0, f"{readme}: this block failed:\n{block}\n--- stderr ---\n{result.stderr[-4000:]}"
         assert "Traceback" not in result.stderr, result.stderr[-4000:]
@@ -174,8 +181,12 @@ def _check_student(output_dir: Path, distributed: str, workspace: Path, env: dic
     assert str(Path.home()) not in card and str(workspace) not in card  # no local paths go public
     # The saved student, reloaded the way it is served, gives the metrics the report prints.
     check = subprocess.run(
-        [sys.executable, str(TESTS / "rehearsal_reload.py"), str(output_dir)], cwd=workspace, env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, str(TESTS / "rehearsal_reload.py"), str(output_dir)],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert check.returncode == 0, check.stderr[-4000:]
     reloaded = json.loads(check.stdout.strip().splitlines()[-1])

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from hf_distill.data import read_groups
+from hf_distill.errors import ConfigError
 from hf_distill.teachers import load_teacher, score_groups
+
+from conftest import free_port
 from tiny_models import build_tiny_qwen3_reranker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +112,7 @@ def test_sigkill_midway_then_rerun_gives_the_same_file(setup):
     assert not records.parent.exists()
 
 
+@pytest.mark.slow  # multi-process
 def test_two_processes_write_the_same_file_as_one(setup):
     output = setup["root"] / "two_processes.jsonl"
     # --multi_gpu starts torchrun workers, which run on CPU here (--cpu alone would start a single process).
@@ -189,6 +192,8 @@ def test_config_yaml_gives_defaults_and_the_command_line_overrides_them(tmp_path
     assert args.trust_remote_code is False and args.backend == "hf"
 
     config.write_text("input_file: in.jsonl\nmax_lenght: 10\n")
-    with pytest.raises(SystemExit) as error:
+    with pytest.raises(ConfigError, match=r"score.yaml: unknown field 'max_lenght'. Did you mean 'max_length'\?"):
         recipe.parse_args(["--config", str(config)])
-    assert error.value.code == 2
+    config.write_text("input_file: in.jsonl\n")
+    with pytest.raises(ConfigError, match="missing --teacher_model_name_or_path, --output_file"):
+        recipe.parse_args(["--config", str(config)])

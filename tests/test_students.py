@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from hf_distill.collators import BiEncoderCollator, CrossEncoderCollator
-from hf_distill.students import BiEncoderScorer, CrossEncoderScorer, pool
+from hf_distill.st_format import pool
+from hf_distill.students import BiEncoderScorer, CrossEncoderScorer
 
 
 def test_cross_encoder_matrix_equals_one_pair_at_a_time(tokenizer, tiny_reranker, listwise_rows):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hf_distill.data import RankingGroup, read_groups
+from hf_distill.errors import ConfigError
 from hf_distill.prompts import (
     DEFAULT_INSTRUCTION,
     QWEN3_RERANKER_PREFIX,
@@ -33,6 +34,7 @@ from hf_distill.teachers import (
     score_to_file,
 )
 from hf_distill.teachers.runner import partial_dir_for, record_dtype
+
 from tiny_models import build_minilm_cross_encoder
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes/quickstart/data/eval_out_of_domain.jsonl"
@@ -233,7 +235,7 @@ def test_unsupported_sentence_transformers_modules_are_refused(tmp_path):
         {"pooling_mode_mean_tokens": True},
         [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}],
     )
-    with pytest.raises(TeacherConfigError, match="Dense"):
+    with pytest.raises(ConfigError, match="Dense"):
         read_sentence_transformers_config(path)
 
 
@@ -250,7 +252,7 @@ def test_embedding_teacher_needs_pooling_for_a_plain_checkpoint(tiny_qwen3):
 class CountingTeacher(Teacher):
     """Score = number of characters of query + passage; counts how often each pair was run."""
 
-    teacher_type = "counting"
+    kind = "cross_encoder"  # scores pairs
 
     def __init__(self, version: int = 1):
         super().__init__("counting", device="cpu")
@@ -259,7 +261,7 @@ class CountingTeacher(Teacher):
         self.batch_sizes: list[int] = []
 
     def fingerprint(self):
-        return {"teacher_type": "counting", "version": self.version}
+        return {"kind": "counting", "version": self.version}
 
     def _load_model(self):
         return torch.nn.Identity()

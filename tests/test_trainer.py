@@ -8,6 +8,7 @@ import datasets
 import pytest
 import torch
 
+from hf_distill.metrics import ranking_metrics
 from hf_distill.trainer import (
     DistillationArguments,
     EmbeddingDistillationTrainer,
@@ -46,8 +47,11 @@ def train_dataset():
 def test_reranker_student_learns_with_every_loss(tmp_path, tokenizer, tiny_reranker, train_dataset, loss):
     extra = {"margin_top_k": 2, "margin_num_negatives": 2} if loss == "margin_mse_triplets" else {}
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path, loss=loss, **extra),
-        train_dataset=train_dataset, eval_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path, loss=loss, **extra),
+        train_dataset=train_dataset,
+        eval_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
@@ -58,8 +62,11 @@ def test_reranker_student_learns_with_every_loss(tmp_path, tokenizer, tiny_reran
 @pytest.mark.parametrize("loss", ["kl", "margin_mse"])
 def test_embedding_student_learns(tmp_path, tokenizer, tiny_encoder, train_dataset, loss):
     trainer = EmbeddingDistillationTrainer(
-        model=tiny_encoder, args=_args(tmp_path, loss=loss, pooling="mean"),
-        train_dataset=train_dataset, eval_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_encoder,
+        args=_args(tmp_path, loss=loss, pooling="mean"),
+        train_dataset=train_dataset,
+        eval_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     before = trainer.evaluate()
     trainer.train()
@@ -70,11 +77,20 @@ def test_embedding_student_learns(tmp_path, tokenizer, tiny_encoder, train_datas
 
 def test_evaluation_reports_ranking_metrics_and_teacher_agreement(tmp_path, tokenizer, tiny_reranker, train_dataset):
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path), eval_dataset={"in_domain": train_dataset}, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path),
+        eval_dataset={"in_domain": train_dataset},
+        processing_class=tokenizer,
     )
     metrics = trainer.evaluate(train_dataset, metric_key_prefix="in_domain")
-    for key in ("in_domain_map", "in_domain_mrr@10", "in_domain_ndcg@10", "in_domain_spearman", "in_domain_teacher_map"):
-        assert 0.0 - 1.0 <= metrics[key] <= 1.0
+    for key in ("in_domain_map", "in_domain_mrr@10", "in_domain_ndcg@10", "in_domain_teacher_map"):
+        assert 0.0 < metrics[key] <= 1.0, key
+    assert -1.0 <= metrics["in_domain_spearman"] <= 1.0
+    # The teacher ranks its own candidates: its MAP is that of the teacher scores, whatever the student does.
+    teacher_scores = [list(row["scores"]) for row in train_dataset]
+    labels = [list(row["labels"]) for row in train_dataset]
+    teacher_only = ranking_metrics(teacher_scores, labels, [[True] * len(row) for row in teacher_scores])
+    assert metrics["in_domain_teacher_map"] == pytest.approx(teacher_only["map"], abs=1e-6)
     predictions = trainer.predict(train_dataset)
     assert predictions.predictions.shape == (len(train_dataset), 6)  # all candidates at evaluation
 
@@ -84,8 +100,10 @@ def test_single_candidate_groups_are_skipped_with_one_warning(tmp_path, tokenize
     rows += [{"query": "lonely", "passages": ["only one"], "scores": [1.0], "labels": [1]}] * 3
     with caplog.at_level(logging.WARNING, logger="hf_distill"):
         trainer = RerankerDistillationTrainer(
-            model=tiny_reranker, args=_args(tmp_path, loss="listnet", max_steps=3),
-            train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
+            model=tiny_reranker,
+            args=_args(tmp_path, loss="listnet", max_steps=3),
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer,
         )
     warnings = [r.getMessage() for r in caplog.records if "single candidate" in r.getMessage()]
     assert len(warnings) == 1 and "3 of 11" in warnings[0]
@@ -102,10 +120,19 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, tokenizer, train
         torch.manual_seed(0)
         config = tiny_bert_config(tokenizer, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         model = AutoModelForSequenceClassification.from_config(config)
-        args = _args(tmp_path, max_steps=1, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
-                     train_sampling_strategy="sequential", group_size=None, learning_rate=1.0, optim="sgd")
-        RerankerDistillationTrainer(model=model, args=args, train_dataset=train_dataset.select(range(8)),
-                                    processing_class=tokenizer).train()
+        args = _args(
+            tmp_path,
+            max_steps=1,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            train_sampling_strategy="sequential",
+            group_size=None,
+            learning_rate=1.0,
+            optim="sgd",
+        )
+        RerankerDistillationTrainer(
+            model=model, args=args, train_dataset=train_dataset.select(range(8)), processing_class=tokenizer
+        ).train()
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     one_batch, accumulated = run(8, 1), run(4, 2)
@@ -113,7 +140,9 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, tokenizer, train
 
 
 @pytest.mark.parametrize("kind", ["reranker", "embedding"])
-def test_gradient_cache_gives_the_one_pass_gradients_with_dropout_and_accumulation(tmp_path, tokenizer, train_dataset, kind):
+def test_gradient_cache_gives_the_one_pass_gradients_with_dropout_and_accumulation(
+    tmp_path, tokenizer, train_dataset, kind
+):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     from conftest import tiny_bert_config
@@ -124,11 +153,23 @@ def test_gradient_cache_gives_the_one_pass_gradients_with_dropout_and_accumulati
         model = model_class.from_config(tiny_bert_config(tokenizer))
         trainer_class = RerankerDistillationTrainer if kind == "reranker" else EmbeddingDistillationTrainer
         # dropout 0.1: pass 2 must replay pass 1's masks; 96-token micro-batches: several per step
-        args = _args(tmp_path, max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                     train_sampling_strategy="sequential", group_size=None, learning_rate=1.0, optim="sgd",
-                     dropout="0.1", micro_batch_max_tokens=96, gradient_cache=gradient_cache, logging_steps=1)
-        trainer = trainer_class(model=model, args=args, train_dataset=train_dataset.select(range(8)),
-                                processing_class=tokenizer)
+        args = _args(
+            tmp_path,
+            max_steps=2,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=2,
+            train_sampling_strategy="sequential",
+            group_size=None,
+            learning_rate=1.0,
+            optim="sgd",
+            dropout="0.1",
+            micro_batch_max_tokens=96,
+            gradient_cache=gradient_cache,
+            logging_steps=1,
+        )
+        trainer = trainer_class(
+            model=model, args=args, train_dataset=train_dataset.select(range(8)), processing_class=tokenizer
+        )
         batch = next(iter(trainer.get_train_dataloader()))
         assert len(batch["micro_batches"]) > 2
         trainer.train()
@@ -142,8 +183,10 @@ def test_gradient_cache_gives_the_one_pass_gradients_with_dropout_and_accumulati
 
 def test_training_logs_the_share_of_real_tokens(tmp_path, tokenizer, tiny_reranker, train_dataset):
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path, max_steps=10, logging_steps=5),
-        train_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path, max_steps=10, logging_steps=5),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     trainer.train()
     shares = [log["real_token_share"] for log in trainer.state.log_history if "real_token_share" in log]
@@ -153,11 +196,16 @@ def test_training_logs_the_share_of_real_tokens(tmp_path, tokenizer, tiny_rerank
 def test_lora_student_trains_only_adapters_and_head(tmp_path, tokenizer, tiny_reranker, train_dataset):
     from peft import LoraConfig, TaskType, get_peft_model
 
-    model = get_peft_model(tiny_reranker, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"]))
+    model = get_peft_model(
+        tiny_reranker, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"])
+    )
     frozen_before = model.base_model.model.bert.embeddings.word_embeddings.weight.detach().clone()
     trainer = RerankerDistillationTrainer(
-        model=model, args=_args(tmp_path, max_steps=10), train_dataset=train_dataset,
-        eval_dataset=train_dataset, processing_class=tokenizer,
+        model=model,
+        args=_args(tmp_path, max_steps=10),
+        train_dataset=train_dataset,
+        eval_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
@@ -169,7 +217,10 @@ def test_saved_reranker_scores_identically_in_sentence_transformers(tmp_path, to
     from sentence_transformers import CrossEncoder
 
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path, max_steps=2), train_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path, max_steps=2),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     trainer.train()
     trainer.save_model(str(tmp_path / "student"))
@@ -184,8 +235,10 @@ def test_saved_embedding_student_loads_in_sentence_transformers(tmp_path, tokeni
     from sentence_transformers import SentenceTransformer
 
     trainer = EmbeddingDistillationTrainer(
-        model=tiny_encoder, args=_args(tmp_path, max_steps=2, pooling="mean", max_length=128),
-        train_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_encoder,
+        args=_args(tmp_path, max_steps=2, pooling="mean", max_length=128),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     trainer.train()
     trainer.save_model(str(tmp_path / "student"))
@@ -201,7 +254,9 @@ def test_saved_embedding_student_loads_in_sentence_transformers(tmp_path, tokeni
 def test_wrong_dataset_columns_name_the_fix(tmp_path, tokenizer, tiny_reranker):
     bad = datasets.Dataset.from_list([{"question": "q", "docs": ["a", "b"]}])
     with pytest.raises(ValueError, match="load_ranking_dataset"):
-        RerankerDistillationTrainer(model=tiny_reranker, args=_args(tmp_path), train_dataset=bad, processing_class=tokenizer)
+        RerankerDistillationTrainer(
+            model=tiny_reranker, args=_args(tmp_path), train_dataset=bad, processing_class=tokenizer
+        )
 
 
 def test_unknown_loss_lists_the_registered_ones(tmp_path, tokenizer, tiny_reranker):
@@ -217,7 +272,9 @@ def test_auto_teacher_temperature_is_measured_on_the_training_scores(tmp_path, t
         group["scores"] = [s / 10 for s in group["scores"]]
     data = datasets.Dataset.from_list(groups)
     args = _args(tmp_path, loss="listnet", teacher_temperature="auto")
-    trainer = RerankerDistillationTrainer(model=tiny_reranker, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer = RerankerDistillationTrainer(
+        model=tiny_reranker, args=args, train_dataset=data, processing_class=tokenizer
+    )
     expected = teacher_score_spread([g["scores"] for g in groups])
     assert trainer.loss_fn.options["teacher_temperature"] == pytest.approx(expected)
     # A number is used as given, whether it comes as a float or as a command-line string.
@@ -245,7 +302,9 @@ def test_auto_student_temperature_suits_the_student_scores(tmp_path, tokenizer, 
     assert scaled.loss_fn.options["student_temperature"] == 1.0  # the scale already spreads them
 
 
-def test_dropout_is_off_while_training_by_default_and_the_saved_config_keeps_its_own(tmp_path, tokenizer, tiny_reranker):
+def test_dropout_is_off_while_training_by_default_and_the_saved_config_keeps_its_own(
+    tmp_path, tokenizer, tiny_reranker
+):
     data = datasets.Dataset.from_list(make_groups(num_queries=4, num_candidates=4, seed=5))
     trainer = RerankerDistillationTrainer(
         model=tiny_reranker, args=_args(tmp_path), train_dataset=data, processing_class=tokenizer
@@ -261,7 +320,9 @@ def test_dropout_is_off_while_training_by_default_and_the_saved_config_keeps_its
     assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
 
 
-def test_dropout_keep_leaves_the_checkpoints_and_a_number_sets_every_kind(tmp_path, tokenizer, tiny_reranker, tiny_qwen3):
+def test_dropout_keep_leaves_the_checkpoints_and_a_number_sets_every_kind(
+    tmp_path, tokenizer, tiny_reranker, tiny_qwen3
+):
     from transformers import AutoModelForCausalLM
 
     from hf_distill.students import set_dropout
@@ -292,7 +353,10 @@ def test_teacher_scores_stay_fp32_when_deepspeed_casts_float_inputs(tmp_path, to
     )
     # What an accelerate DeepSpeed plugin with bf16 looks like to Trainer._prepare_input.
     plugin = SimpleNamespace(hf_ds_config=SimpleNamespace(dtype=lambda: torch.bfloat16))
-    accelerator, trainer.accelerator = trainer.accelerator, SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin))
+    accelerator, trainer.accelerator = (
+        trainer.accelerator,
+        SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)),
+    )
     trainer.is_deepspeed_enabled = True
     try:
         teacher = torch.tensor([[0.5512, 0.5517, 0.5523]])  # a cosine teacher: bf16 would make them one value
@@ -307,31 +371,40 @@ def test_teacher_scores_stay_fp32_when_deepspeed_casts_float_inputs(tmp_path, to
 def test_dropout_zero_leaves_lora_dropout_at_its_configured_value(tmp_path, tokenizer, tiny_reranker, train_dataset):
     from peft import LoraConfig, TaskType, get_peft_model
 
-    model = get_peft_model(tiny_reranker, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_dropout=0.05,
-                                                     target_modules=["query", "value"]))
-    RerankerDistillationTrainer(model=model, args=_args(tmp_path, dropout="0"), train_dataset=train_dataset,
-                                processing_class=tokenizer)
+    model = get_peft_model(
+        tiny_reranker, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_dropout=0.05, target_modules=["query", "value"])
+    )
+    RerankerDistillationTrainer(
+        model=model, args=_args(tmp_path, dropout="0"), train_dataset=train_dataset, processing_class=tokenizer
+    )
     lora = [m.p for name, m in model.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
     other = [m.p for name, m in model.named_modules() if "lora_dropout" not in name and isinstance(m, torch.nn.Dropout)]
     assert lora and set(lora) == {0.05}
     assert other and set(other) == {0.0}
 
 
-def test_hard_label_temperature_auto_follows_the_student_temperature(tmp_path, tokenizer, tiny_reranker, tiny_encoder,
-                                                                    train_dataset):
+def test_hard_label_temperature_auto_follows_the_student_temperature(
+    tmp_path, tokenizer, tiny_reranker, tiny_encoder, train_dataset
+):
     embedder = EmbeddingDistillationTrainer(
-        model=tiny_encoder, args=_args(tmp_path, pooling="mean", hard_label_weight=0.5),
-        train_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_encoder,
+        args=_args(tmp_path, pooling="mean", hard_label_weight=0.5),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     assert embedder.loss_fn.hard_label_temperature == pytest.approx(0.05)  # cosines: the sharp student softmax
     reranker = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path, hard_label_weight=0.5, loss="margin_mse"),
-        train_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path, hard_label_weight=0.5, loss="margin_mse"),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     assert reranker.loss_fn.hard_label_temperature == 1.0  # logits
     fixed = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path, hard_label_weight=0.5, hard_label_temperature="0.3"),
-        train_dataset=train_dataset, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path, hard_label_weight=0.5, hard_label_temperature="0.3"),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     assert fixed.loss_fn.hard_label_temperature == pytest.approx(0.3)
 
@@ -343,21 +416,28 @@ def test_normalised_dot_scores_count_as_bounded_for_the_auto_student_temperature
     assert EmbeddingDistillationTrainer.auto_student_temperature(raw_dot) == 1.0
 
 
-def test_pooling_auto_without_sentence_transformers_files_asks_for_pooling(tmp_path, tokenizer, tiny_encoder,
-                                                                          train_dataset):
+def test_pooling_auto_without_sentence_transformers_files_asks_for_pooling(
+    tmp_path, tokenizer, tiny_encoder, train_dataset
+):
     from hf_distill.cli import ConfigError
 
     tiny_encoder.config._name_or_path = str(tmp_path)  # a plain transformers folder: no 1_Pooling
     with pytest.raises(ConfigError, match="--pooling cls, mean or last"):
-        EmbeddingDistillationTrainer(model=tiny_encoder, args=_args(tmp_path, pooling="auto"),
-                                     train_dataset=train_dataset, processing_class=tokenizer)
+        EmbeddingDistillationTrainer(
+            model=tiny_encoder,
+            args=_args(tmp_path, pooling="auto"),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+        )
 
 
 def test_saved_reranker_is_served_at_the_trained_max_length(tmp_path, tokenizer, tiny_reranker, train_dataset):
     from sentence_transformers import CrossEncoder
 
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path, max_steps=1, max_length=48), train_dataset=train_dataset,
+        model=tiny_reranker,
+        args=_args(tmp_path, max_steps=1, max_length=48),
+        train_dataset=train_dataset,
         processing_class=tokenizer,
     )
     trainer.train()
@@ -374,8 +454,10 @@ def test_candidate_samples_depend_on_seed_epoch_and_group_only(tokenizer):
         collator = CrossEncoderCollator(tokenizer, group_size=5, top_fraction=0.2, seed=7)
         collator.set_epoch(epoch)
         batch = collator(rows)
-        return [sorted(t for t, keep in zip(teacher.tolist(), mask.tolist()) if keep)
-                for teacher, mask in zip(batch["teacher_scores"], batch["candidate_mask"])]
+        return [
+            sorted(t for t, keep in zip(teacher.tolist(), mask.tolist()) if keep)
+            for teacher, mask in zip(batch["teacher_scores"], batch["candidate_mask"])
+        ]
 
     import random
 
@@ -390,7 +472,9 @@ def test_length_grouped_permutation_is_drawn_from_seed_and_epoch(tmp_path, token
     from hf_distill.trainer import EpochSeededLengthGroupedSampler
 
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path, per_device_train_batch_size=2), train_dataset=train_dataset,
+        model=tiny_reranker,
+        args=_args(tmp_path, per_device_train_batch_size=2),
+        train_dataset=train_dataset,
         processing_class=tokenizer,
     )
     sampler = trainer._get_train_sampler()
@@ -403,17 +487,24 @@ def test_length_grouped_permutation_is_drawn_from_seed_and_epoch(tmp_path, token
     assert list(sampler) != epoch_one and sorted(list(sampler)) == sorted(epoch_one)
 
 
-def test_eval_set_with_labels_only_is_measured_without_teacher_columns(tmp_path, tokenizer, tiny_reranker,
-                                                                      train_dataset):
+def test_eval_set_with_labels_only_is_measured_without_teacher_columns(
+    tmp_path, tokenizer, tiny_reranker, train_dataset
+):
     labels_only = train_dataset.remove_columns("scores")
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path), train_dataset=train_dataset,
-        eval_dataset={"scored": train_dataset, "mteb": labels_only}, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        eval_dataset={"scored": train_dataset, "mteb": labels_only},
+        processing_class=tokenizer,
     )
     metrics = trainer.evaluate()
     assert {"eval_mteb_map", "eval_mteb_mrr@10", "eval_mteb_ndcg@10"} <= metrics.keys()
-    assert not [key for key in metrics if key.startswith("eval_mteb_") and
-                any(word in key for word in ("teacher", "spearman", "kendall", "loss"))]
+    assert not [
+        key
+        for key in metrics
+        if key.startswith("eval_mteb_") and any(word in key for word in ("teacher", "spearman", "kendall", "loss"))
+    ]
     assert metrics["eval_mteb_map"] == pytest.approx(metrics["eval_scored_map"])  # same student, same labels
     assert "eval_scored_spearman" in metrics and "eval_scored_loss" in metrics
 
@@ -437,42 +528,61 @@ def test_without_keeping_labelled_positives_the_teacher_rank_alone_picks_candida
     scores = [9.0, 8.0, 7.0, 6.0, 0.5]
     labels = [0, 0, 0, 0, 1]  # a labelled positive the teacher ranks last
     assert CandidateSampler(group_size=3, top_fraction=1.0).select(scores, labels) == [0, 1, 4]
-    assert CandidateSampler(group_size=3, top_fraction=1.0, keep_labelled_positives=False).select(scores, labels) == [0, 1, 2]
+    assert CandidateSampler(group_size=3, top_fraction=1.0, keep_labelled_positives=False).select(scores, labels) == [
+        0,
+        1,
+        2,
+    ]
 
 
 def test_metric_warnings_name_each_eval_set_of_a_dict(tmp_path, tokenizer, tiny_reranker, train_dataset, caplog):
     no_positive = train_dataset.map(lambda row: {"labels": [0] * len(row["labels"])})
     trainer = RerankerDistillationTrainer(
-        model=tiny_reranker, args=_args(tmp_path), train_dataset=train_dataset,
-        eval_dataset={"in_domain": train_dataset, "unlabelled": no_positive}, processing_class=tokenizer,
+        model=tiny_reranker,
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        eval_dataset={"in_domain": train_dataset, "unlabelled": no_positive},
+        processing_class=tokenizer,
     )
     with caplog.at_level(logging.WARNING, logger="hf_distill"):
         trainer.evaluate()  # the Trainer's own loop over the dict, as in periodic evaluation
     assert any("on eval set 'unlabelled'" in record.getMessage() for record in caplog.records)
 
 
-def test_persistent_dataloader_workers_are_refused_they_would_freeze_the_samples(tmp_path, tokenizer, tiny_reranker,
-                                                                                 train_dataset):
+def test_persistent_dataloader_workers_are_refused_they_would_freeze_the_samples(
+    tmp_path, tokenizer, tiny_reranker, train_dataset
+):
     from hf_distill.cli import ConfigError
 
     with pytest.raises(ConfigError, match="dataloader_persistent_workers"):
         RerankerDistillationTrainer(
-            model=tiny_reranker, args=_args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True),
-            train_dataset=train_dataset, processing_class=tokenizer,
+            model=tiny_reranker,
+            args=_args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
         )
 
 
-def test_pooling_auto_never_guesses_when_the_pooling_config_is_missing(tmp_path, tokenizer, tiny_encoder,
-                                                                      train_dataset):
+def test_pooling_auto_never_guesses_when_the_pooling_config_is_missing(
+    tmp_path, tokenizer, tiny_encoder, train_dataset
+):
     from hf_distill.cli import ConfigError
 
     checkpoint = tmp_path / "partial"
     tiny_encoder.save_pretrained(checkpoint)
-    (checkpoint / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))  # 1_Pooling/config.json missing, as in a partly downloaded cache
+    (checkpoint / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )  # 1_Pooling/config.json missing, as in a partly downloaded cache
     tiny_encoder.config._name_or_path = str(checkpoint)
     with pytest.raises(ConfigError, match="--pooling cls, mean or last"):
-        EmbeddingDistillationTrainer(model=tiny_encoder, args=_args(tmp_path, pooling="auto"),
-                                     train_dataset=train_dataset, processing_class=tokenizer)
+        EmbeddingDistillationTrainer(
+            model=tiny_encoder,
+            args=_args(tmp_path, pooling="auto"),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+        )

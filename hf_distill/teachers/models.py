@@ -17,7 +17,6 @@ refused) before minutes are spent loading an 8B checkpoint.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hf_distill.errors import TeacherConfigError
+from hf_distill.kinds import BI_ENCODER, CAUSAL_LM, CROSS_ENCODER, ModelKind, item_unit
 from hf_distill.prompts import (
     DEFAULT_INSTRUCTION,
     QWEN3_RERANKER_MAX_LENGTH,
@@ -34,16 +35,11 @@ from hf_distill.prompts import (
     qwen3_embedding_query,
     yes_no_token_ids,
 )
+from hf_distill.st_format import POOLING_MODES, checkpoint_file, pool, read_json, read_sentence_transformers_config
 
 logger = logging.getLogger("hf_distill")
 
-TEACHER_TYPES = ("qwen3_reranker", "cross_encoder", "embedding")
-POOLING_MODES = ("cls", "mean", "last")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-class TeacherConfigError(ValueError):
-    """A teacher option or checkpoint that cannot work, with the fix in the message."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -67,26 +63,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return getattr(torch, dtype)
-
-
-def checkpoint_file(model_name_or_path: str, filename: str) -> str | None:
-    """Local path of ``filename`` in a checkpoint directory or Hub repo, ``None`` when it has no such file."""
-    if os.path.isdir(model_name_or_path):
-        path = os.path.join(model_name_or_path, filename)
-        return path if os.path.isfile(path) else None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(model_name_or_path, filename)
-    except Exception:  # not on the Hub, offline, or the file does not exist: all mean "no such file" here
-        return None
-
-
-def _read_json(path: str | None) -> dict | list | None:
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def _file_sha256(path: str | None) -> str | None:
@@ -122,7 +98,8 @@ class Teacher:
     """What every teacher offers to the runner.
 
     Attributes:
-        unit: ``"pair"`` (items are ``(query, passage)``) or ``"text"`` (items are texts).
+        kind: the model kind (:mod:`hf_distill.kinds`): ``causal_lm``, ``cross_encoder`` or ``bi_encoder``.
+        unit: what an item is, from the kind: ``"pair"`` (a ``(query, passage)``) or ``"text"``.
         output_dim: values per item: 1 for pair teachers, the embedding size for text teachers.
 
     ``model``, when given, is an already loaded model to score with instead of the weights of
@@ -130,8 +107,11 @@ class Teacher:
     layers or with a fresh head, scored for a before/after comparison. Cross-encoder and embedding teachers only.
     """
 
-    unit: ClassVar[str] = "pair"
-    teacher_type: ClassVar[str] = ""
+    kind: ClassVar[ModelKind] = CROSS_ENCODER  # a pair teacher unless a subclass says otherwise
+
+    @property
+    def unit(self) -> str:
+        return item_unit(self.kind)
 
     def __init__(
         self,
@@ -164,7 +144,7 @@ class Teacher:
         last bits of a score), so a user may change them to fix an out-of-memory error and still resume.
         """
         return {
-            "teacher_type": self.teacher_type,
+            "kind": self.kind,
             "model": self.model_name_or_path,
             "config_sha256": _file_sha256(checkpoint_file(self.model_name_or_path, "config.json")),
             "max_length": self.max_length,
@@ -218,7 +198,7 @@ class Qwen3RerankerTeacher(Teacher):
         max_length: longest prompt in tokens (default 8192, the card's); only the query+document part is cut.
     """
 
-    teacher_type = "qwen3_reranker"
+    kind = CAUSAL_LM
 
     def __init__(
         self, model_name_or_path: str, instruction: str | None = None, max_length: int | None = None, **kwargs: Any
@@ -229,7 +209,9 @@ class Qwen3RerankerTeacher(Teacher):
         if self.max_length is None:
             # The model card's 8192, or less when the checkpoint says so: a distilled student is saved with the
             # length it was trained at, and is served at it.
-            self.max_length = min(QWEN3_RERANKER_MAX_LENGTH, _default_max_length(self.tokenizer, QWEN3_RERANKER_MAX_LENGTH))
+            self.max_length = min(
+                QWEN3_RERANKER_MAX_LENGTH, _default_max_length(self.tokenizer, QWEN3_RERANKER_MAX_LENGTH)
+            )
         try:
             self.prompt = Qwen3RerankerPrompt(self.tokenizer, self.instruction, self.max_length)
             self.yes_id, self.no_id = yes_no_token_ids(self.tokenizer)
@@ -288,7 +270,7 @@ class CrossEncoderTeacher(Teacher):
     activation_fn=Identity())``. ``max_length`` defaults to the tokenizer's ``model_max_length``.
     """
 
-    teacher_type = "cross_encoder"
+    kind = CROSS_ENCODER
 
     def __init__(self, model_name_or_path: str, max_length: int | None = None, **kwargs: Any):
         super().__init__(model_name_or_path, max_length=max_length, **kwargs)
@@ -339,101 +321,6 @@ class CrossEncoderTeacher(Teacher):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def read_sentence_transformers_config(model_name_or_path: str) -> dict[str, Any] | None:
-    """Pooling, normalisation, max length and prompts of a sentence-transformers checkpoint, from its own files.
-
-    Reads ``modules.json`` (module list), the Transformer module's ``sentence_bert_config.json``
-    (``max_seq_length``, ``do_lower_case``), ``1_Pooling/config.json`` (legacy ``pooling_mode_*`` flags or the
-    newer ``pooling_mode`` key) and ``config_sentence_transformers.json`` (``prompts``). Returns ``None`` for a
-    plain transformers checkpoint (no ``modules.json``).
-
-    Raises:
-        TeacherConfigError: for modules this teacher does not reproduce (Dense projections, max pooling, ...).
-    """
-    modules = _read_json(checkpoint_file(model_name_or_path, "modules.json"))
-    if modules is None:
-        return None
-    info: dict[str, Any] = {
-        "transformer_path": "",
-        "pooling": None,
-        "include_prompt": True,
-        "normalize": False,
-        "max_seq_length": None,
-        "do_lower_case": False,
-    }
-    for module in modules:
-        kind = module.get("type", "").rsplit(".", 1)[-1]
-        path = module.get("path", "")
-        if kind == "Transformer":
-            info["transformer_path"] = path
-            config_name = f"{path}/sentence_bert_config.json" if path else "sentence_bert_config.json"
-            st_config = _read_json(checkpoint_file(model_name_or_path, config_name)) or {}
-            info["max_seq_length"] = st_config.get("max_seq_length")
-            info["do_lower_case"] = bool(st_config.get("do_lower_case", False))
-        elif kind == "Pooling":
-            info["pooling"], info["include_prompt"] = _read_pooling_config(model_name_or_path, path)
-        elif kind == "Normalize":
-            info["normalize"] = True
-        elif kind not in ("Dropout",):
-            raise TeacherConfigError(
-                f"{model_name_or_path}: sentence-transformers module {module.get('type')!r} ({path}) is not supported "
-                "by the embedding teacher (it reproduces Transformer + Pooling + Normalize). Fix: score with "
-                "sentence-transformers yourself and pass the listwise file to training, or drop the module."
-            )
-    if info["transformer_path"]:
-        raise TeacherConfigError(
-            f"{model_name_or_path}: the Transformer module lives in the sub-folder {info['transformer_path']!r}. "
-            f"Fix: pass --teacher_model_name_or_path {os.path.join(model_name_or_path, info['transformer_path'])} "
-            "and --pooling explicitly."
-        )
-    st_main = _read_json(checkpoint_file(model_name_or_path, "config_sentence_transformers.json")) or {}
-    info["prompts"] = st_main.get("prompts") or {}
-    return info
-
-
-def _read_pooling_config(model_name_or_path: str, path: str) -> tuple[str | None, bool]:
-    config_file = checkpoint_file(model_name_or_path, f"{path}/config.json")
-    if config_file is None:  # declared in modules.json but not readable here (partial cache): never guess it
-        logger.warning("%s: modules.json declares a Pooling module but %s/config.json cannot be read: pooling "
-                       "unknown", model_name_or_path, path)
-        return None, True
-    config = _read_json(config_file) or {}
-    names = {"cls": "cls", "mean": "mean", "lasttoken": "last"}
-    legacy = {
-        "pooling_mode_cls_token": "cls",
-        "pooling_mode_mean_tokens": "mean",
-        "pooling_mode_lasttoken": "lasttoken",
-        "pooling_mode_max_tokens": "max",
-        "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-        "pooling_mode_weightedmean_tokens": "weightedmean",
-    }
-    modes = config.get("pooling_mode")
-    if modes is None:
-        modes = [mode for key, mode in legacy.items() if config.get(key)] or ["mean"]
-    modes = [modes] if isinstance(modes, str) else list(modes)
-    if len(modes) != 1 or modes[0] not in names:
-        raise TeacherConfigError(
-            f"{model_name_or_path}/{path}/config.json: pooling {modes} is not supported (only one of cls, mean, "
-            "lasttoken). Fix: pass --pooling cls|mean|last to override it, if that is what the model was trained with."
-        )
-    return names[modes[0]], bool(config.get("include_prompt", True))
-
-
-def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool ``[T, L, H]`` token states to ``[T, H]``: first token, mean over real tokens, or last real token."""
-    if pooling == "cls":
-        return hidden_states[:, 0]
-    if pooling == "mean":
-        mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    if pooling == "last":
-        # Works for either padding side: the index of the last 1 in each row of the mask.
-        width = attention_mask.shape[1]
-        last = width - 1 - attention_mask.flip(1).argmax(dim=1)
-        return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
-    raise TeacherConfigError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
-
-
 class EmbeddingTeacher(Teacher):
     """A bi-encoder teacher: score = cosine of normalised pooled embeddings, ``<e(q), e(p)>``.
 
@@ -451,8 +338,7 @@ class EmbeddingTeacher(Teacher):
     is read but changes nothing), and the teacher's values are those normalised embeddings.
     """
 
-    unit = "text"
-    teacher_type = "embedding"
+    kind = BI_ENCODER
 
     def __init__(
         self,
@@ -507,7 +393,7 @@ class EmbeddingTeacher(Teacher):
     @property
     def output_dim(self) -> int:
         if self._output_dim is None:
-            config = _read_json(checkpoint_file(self.model_name_or_path, "config.json")) or {}
+            config = read_json(checkpoint_file(self.model_name_or_path, "config.json")) or {}
             self._output_dim = int(config.get("hidden_size") or self.model.config.hidden_size)
         return self._output_dim
 
@@ -534,61 +420,3 @@ class EmbeddingTeacher(Teacher):
         hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
         embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
         return F.normalize(embeddings, p=2, dim=-1).cpu().numpy()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Factory
-# ---------------------------------------------------------------------------------------------------------
-
-
-def load_teacher(
-    teacher_type: str,
-    model_name_or_path: str,
-    *,
-    backend: str = "hf",
-    max_length: int | None = None,
-    instruction: str | None = None,
-    pooling: str | None = None,
-    dtype: str = "auto",
-    attn_implementation: str | None = None,
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    model: torch.nn.Module | None = None,
-    **backend_kwargs: Any,
-) -> Teacher:
-    """Build a teacher by type name (``qwen3_reranker``, ``cross_encoder``, ``embedding``) and backend.
-
-    Options a teacher type does not use are refused rather than silently ignored. ``model`` (cross_encoder and
-    embedding only) scores with an already loaded model; see :class:`Teacher`.
-    """
-    if teacher_type not in TEACHER_TYPES:
-        raise TeacherConfigError(f"teacher_type must be one of {TEACHER_TYPES}, got {teacher_type!r}")
-    if backend not in ("hf", "vllm"):
-        raise TeacherConfigError(f"backend must be 'hf' or 'vllm', got {backend!r}")
-    if backend == "vllm" and teacher_type != "qwen3_reranker":
-        raise TeacherConfigError(
-            f"backend='vllm' is only implemented for teacher_type='qwen3_reranker', not {teacher_type!r}. "
-            "Fix: use --backend hf."
-        )
-    if pooling is not None and teacher_type != "embedding":
-        raise TeacherConfigError(f"--pooling applies to embedding teachers only, not {teacher_type!r}. Fix: drop it.")
-    if instruction is not None and teacher_type == "cross_encoder":
-        raise TeacherConfigError("a cross-encoder teacher takes no instruction. Fix: drop --instruction.")
-    if model is not None and teacher_type == "qwen3_reranker":
-        raise TeacherConfigError("an in-memory model= is supported for cross_encoder and embedding teachers only.")
-    common = dict(
-        max_length=max_length,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        device=device,
-        trust_remote_code=trust_remote_code,
-    )
-    if teacher_type == "qwen3_reranker":
-        if backend == "vllm":
-            from hf_distill.teachers.vllm_backend import Qwen3RerankerVLLMTeacher
-
-            return Qwen3RerankerVLLMTeacher(model_name_or_path, instruction=instruction, **common, **backend_kwargs)
-        return Qwen3RerankerTeacher(model_name_or_path, instruction=instruction, **common)
-    if teacher_type == "cross_encoder":
-        return CrossEncoderTeacher(model_name_or_path, model=model, **common)
-    return EmbeddingTeacher(model_name_or_path, pooling=pooling, instruction=instruction, model=model, **common)

@@ -42,16 +42,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_distill.data import RankingGroup, write_listwise_jsonl
+from hf_distill.errors import ResumeMismatchError
 from hf_distill.teachers.models import Teacher
 
 logger = logging.getLogger("hf_distill")
 
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384
 MANIFEST_VERSION = 1
-
-
-class ResumeMismatchError(ValueError):
-    """A partial scoring run was made with other input, teacher or options than this one."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -391,12 +388,13 @@ def score_to_file(
         logger.info("resuming: %d of this process's %d %ss already scored", mine - remaining, mine, work.unit)
 
     if todo:
-        teacher.model  # load the weights now, so the progress bar's pairs/s measure scoring only
+        _ = teacher.model  # load the weights now, so the progress bar's pairs/s measure scoring only
     record_size = record_dtype(teacher.output_dim).itemsize
     desc = "teacher scoring" if world_size == 1 else f"teacher scoring (rank 0 of {world_size})"
-    with _open_own_record_file(work_dir / f"scores.rank{rank}.bin", record_size) as f, _progress(
-        remaining, teacher.unit, progress and rank == 0, desc
-    ) as bar:
+    with (
+        _open_own_record_file(work_dir / f"scores.rank{rank}.bin", record_size) as f,
+        _progress(remaining, teacher.unit, progress and rank == 0, desc) as bar,
+    ):
         for batch in todo:
             values = teacher.score_batch([work.items[i] for i in batch])
             # The whole batch is rerun (same shapes, same numbers) but only missing items are written.

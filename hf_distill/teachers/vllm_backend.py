@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from hf_distill.errors import MissingDependencyError
+from hf_distill.kinds import CAUSAL_LM
 from hf_distill.prompts import DEFAULT_INSTRUCTION, QWEN3_RERANKER_MAX_LENGTH, Qwen3RerankerPrompt, yes_no_token_ids
 from hf_distill.teachers.models import Teacher
 
@@ -36,7 +38,7 @@ logger = logging.getLogger("hf_distill")
 VLLM_MAX_LOGPROBS = 20  # vLLM's default cap on returned logprobs per position
 
 
-class VLLMNotInstalledError(ImportError):
+class VLLMNotInstalledError(MissingDependencyError):
     """``--backend vllm`` was asked for but vllm cannot be imported."""
 
 
@@ -85,7 +87,7 @@ class Qwen3RerankerVLLMTeacher(Teacher):
     ``max_tokens_per_batch`` (the default for this backend is 2M prompt tokens per call).
     """
 
-    teacher_type = "qwen3_reranker"
+    kind = CAUSAL_LM
     default_max_tokens_per_batch = 2_000_000
 
     def __init__(

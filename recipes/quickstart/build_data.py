@@ -73,19 +73,71 @@ from pathlib import Path
 
 # Named special characters, ``\(xx`` or ``\[name]``; anything not listed is dropped.
 SPECIAL_CHARACTERS = {
-    "aq": "'", "dq": '"', "lq": '"', "rq": '"', "oq": "'", "cq": "'", "Bq": '"', "bq": "'",
-    "em": "-", "en": "-", "hy": "-", "mi": "-", "pl": "+", "eq": "=", "sl": "/", "rs": "\\",
-    "ga": "`", "aa": "'", "ti": "~", "ha": "^", "ba": "|", "or": "|", "**": "*", "mu": "x",
-    "<=": "<=", ">=": ">=", "!=": "!=", "->": "->", "<-": "<-", "co": "(c)", "rg": "(R)", "tm": "(TM)",
-    "de": " degrees", "+-": "+/-", "at": "@", "sh": "#", "Do": "$", "lB": "[", "rB": "]",
-    "lC": "{", "rC": "}", "la": "<", "ra": ">", "fo": "<", "fc": ">", "ul": "_", "bu": "", "sq": "",
+    "aq": "'",
+    "dq": '"',
+    "lq": '"',
+    "rq": '"',
+    "oq": "'",
+    "cq": "'",
+    "Bq": '"',
+    "bq": "'",
+    "em": "-",
+    "en": "-",
+    "hy": "-",
+    "mi": "-",
+    "pl": "+",
+    "eq": "=",
+    "sl": "/",
+    "rs": "\\",
+    "ga": "`",
+    "aa": "'",
+    "ti": "~",
+    "ha": "^",
+    "ba": "|",
+    "or": "|",
+    "**": "*",
+    "mu": "x",
+    "<=": "<=",
+    ">=": ">=",
+    "!=": "!=",
+    "->": "->",
+    "<-": "<-",
+    "co": "(c)",
+    "rg": "(R)",
+    "tm": "(TM)",
+    "de": " degrees",
+    "+-": "+/-",
+    "at": "@",
+    "sh": "#",
+    "Do": "$",
+    "lB": "[",
+    "rB": "]",
+    "lC": "{",
+    "rC": "}",
+    "la": "<",
+    "ra": ">",
+    "fo": "<",
+    "fc": ">",
+    "ul": "_",
+    "bu": "",
+    "sq": "",
 }
 # Predefined strings, ``\*(xx`` or ``\*[name]`` (man and DocBook pages define these).
 STRINGS = {"Aq": "'", "lq": '"', "rq": '"', "R": "(R)", "Tm": "(TM)", "dg": "", "S": ""}
 # Escapes that stand for one character of text; every other one-character escape is dropped
 # (``\&``, ``\|``, ``\^``, ``\c``, ``\%``, ``\/``, ``\,`` ... only steer layout).
-ONE_CHARACTER_ESCAPES = {"-": "-", "e": "\\", "\\": "\\", ".": ".", "'": "'", "`": "`",
-                         " ": " ", "~": " ", "0": " ", "t": " "}
+ONE_CHARACTER_ESCAPES = {
+    "-": "-",
+    "e": "\\",
+    "\\": "\\",
+    ".": ".",
+    "'": "'",
+    "`": "`",
+    " ": " ",
+    "~": " ",
+    "0": " ",
+    "t": " ",
+}
 
 _ESCAPE = re.compile(
     r"""\\(?:
@@ -184,7 +236,7 @@ def troff_to_paragraphs(
         glue = raw.rstrip().endswith("\\c")
 
     for line in lines:
-        if line.startswith((".\\\"", "'\\\"", ".\\#")):
+        if line.startswith(('.\\"', "'\\\"", ".\\#")):
             continue  # comment line
         request = _REQUEST.match(line) if line[:1] in ".'" else None
         if request is None:
@@ -234,11 +286,11 @@ def clean_troff(source: str) -> str:
 class ManPage:
     """One parsed man page: the query (NAME summary) and the passage (DESCRIPTION) it yields."""
 
-    path: str      # relative to --man_dir, e.g. "man1/ls.1.gz"
-    section: str   # "1", "8", "2", "3"
-    command: str   # "ls"
-    query: str     # "list directory contents"
-    passage: str   # cleaned, truncated DESCRIPTION
+    path: str  # relative to --man_dir, e.g. "man1/ls.1.gz"
+    section: str  # "1", "8", "2", "3"
+    command: str  # "ls"
+    query: str  # "list directory contents"
+    passage: str  # cleaned, truncated DESCRIPTION
 
 
 def split_sections(source: str) -> dict[str, list[str]]:
@@ -309,8 +361,9 @@ def parse_man_page(source: str, path: str, section: str, max_words: int) -> ManP
     sections = split_sections(source)
     name = parse_name_line(sections.get("NAME", []))
     strings = defined_strings(source)
-    paragraphs = [BOILERPLATE.sub("", p).strip()
-                  for p in troff_to_paragraphs(sections.get("DESCRIPTION", []), strings=strings)]
+    paragraphs = [
+        BOILERPLATE.sub("", p).strip() for p in troff_to_paragraphs(sections.get("DESCRIPTION", []), strings=strings)
+    ]
     description = [p for p in paragraphs if p]
     if name is None or not description:
         return None
@@ -323,7 +376,10 @@ def parse_man_page(source: str, path: str, section: str, max_words: int) -> ManP
 
 # Section 3 also holds Perl (3perl, 3pm) and Tcl (3t) module pages: another language, not the C library.
 SECTION_SUFFIXES = {
-    "1": ("1",), "8": ("8",), "2": ("2", "2type"), "3": ("3", "3type", "3const", "3head"),
+    "1": ("1",),
+    "8": ("8",),
+    "2": ("2", "2type"),
+    "3": ("3", "3type", "3const", "3head"),
 }
 
 
@@ -466,8 +522,9 @@ def build_rows(
     rows = []
     for page in queries:
         negatives = bm25.top(page.query, num_negatives, exclude={position[id(page)], *excluded})
-        rows.append({"query": page.query, "positive": [page.passage],
-                     "negative": [corpus[d].passage for d in negatives]})
+        rows.append(
+            {"query": page.query, "positive": [page.passage], "negative": [corpus[d].passage for d in negatives]}
+        )
     return rows
 
 
@@ -556,13 +613,18 @@ def write_readme(args: argparse.Namespace, table: list[str], path: Path) -> None
         f"--min_words {args.min_words} --max_words {args.max_words} "
         f"--max_pages_per_tool {args.max_pages_per_tool}"
     )
-    path.write_text(README_TEMPLATE.format(max_words=args.max_words, num_negatives=args.num_negatives,
-                                           table="\n".join(table), command=command), encoding="utf-8")
+    path.write_text(
+        README_TEMPLATE.format(
+            max_words=args.max_words, num_negatives=args.num_negatives, table="\n".join(table), command=command
+        ),
+        encoding="utf-8",
+    )
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--man_dir", default="/usr/share/man", help="folder holding man1/, man2/, ...")
     parser.add_argument("--output_dir", default=str(Path(__file__).parent / "data"))
     parser.add_argument("--seed", type=int, default=42)
@@ -571,10 +633,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num_eval_out_of_domain", type=int, default=150)
     parser.add_argument("--num_negatives", type=int, default=15, help="BM25 hard negatives per query")
     parser.add_argument("--min_words", type=int, default=20, help="drop pages with a shorter passage")
-    parser.add_argument("--max_words", type=int, default=40,
-                        help="cut passages to about this many words (40 keeps the shipped files near 3 MB)")
-    parser.add_argument("--max_pages_per_tool", type=int, default=100,
-                        help="cap on pages of one tool in the corpus (gcloud ships ~5,700)")
+    parser.add_argument(
+        "--max_words",
+        type=int,
+        default=40,
+        help="cut passages to about this many words (40 keeps the shipped files near 3 MB)",
+    )
+    parser.add_argument(
+        "--max_pages_per_tool",
+        type=int,
+        default=100,
+        help="cap on pages of one tool in the corpus (gcloud ships ~5,700)",
+    )
     return parser.parse_args()
 
 
@@ -606,11 +676,9 @@ def main() -> None:
     eval_ids = order[: args.num_eval_in_domain]
     train_ids = order[args.num_eval_in_domain : needed]
     splits = {
-        "train": build_rows([commands[i] for i in train_ids], commands, args.num_negatives,
-                            frozenset(eval_ids)),
+        "train": build_rows([commands[i] for i in train_ids], commands, args.num_negatives, frozenset(eval_ids)),
         "eval_in_domain": build_rows([commands[i] for i in eval_ids], commands, args.num_negatives),
-        "eval_out_of_domain": build_rows(rng.sample(library, args.num_eval_out_of_domain), library,
-                                         args.num_negatives),
+        "eval_out_of_domain": build_rows(rng.sample(library, args.num_eval_out_of_domain), library, args.num_negatives),
     }
     corpora = {"train": commands, "eval_in_domain": commands, "eval_out_of_domain": library}
     sections = {"train": "1, 8", "eval_in_domain": "1, 8", "eval_out_of_domain": "2, 3"}
@@ -619,10 +687,14 @@ def main() -> None:
         path = output_dir / f"{name}.jsonl"
         write_jsonl(rows, path)
         words, bm25, size = mean_words(rows), bm25_map(rows, corpora[name]), path.stat().st_size / 1e6
-        print(f"{name}: {len(rows)} queries, {sum(1 + len(r['negative']) for r in rows)} passages, "
-              f"mean passage {words:.1f} words, BM25 MAP {bm25:.3f}, {size:.2f} MB -> {path}")
-        table.append(f"| `{name}.jsonl` | {sections[name]} | {len(rows)} | {1 + args.num_negatives} "
-                     f"| {words:.1f} | {bm25:.3f} | {size:.2f} MB |")
+        print(
+            f"{name}: {len(rows)} queries, {sum(1 + len(r['negative']) for r in rows)} passages, "
+            f"mean passage {words:.1f} words, BM25 MAP {bm25:.3f}, {size:.2f} MB -> {path}"
+        )
+        table.append(
+            f"| `{name}.jsonl` | {sections[name]} | {len(rows)} | {1 + args.num_negatives} "
+            f"| {words:.1f} | {bm25:.3f} | {size:.2f} MB |"
+        )
     write_readme(args, table, output_dir / "README.md")
 
 
