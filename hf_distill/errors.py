@@ -12,6 +12,7 @@ class                       raised for
 :class:`DataFormatError`    a ranking data file (or in-memory group) that cannot be read
 :class:`TeacherConfigError` a teacher option or checkpoint that cannot work (a :class:`ConfigError`)
 :class:`ResumeMismatchError`  a partial scoring run made with other input, teacher or options
+:class:`NonFiniteScoreError`  a teacher score that is NaN or infinite (the scoring run stops at its batch)
 :class:`HubPushError`       a push to the Hub that failed; local files are unchanged
 :class:`MissingDependencyError`  an optional package a feature needs is not installed
 ==========================  ======================================================================
@@ -28,6 +29,7 @@ __all__ = [
     "HfDistillError",
     "HubPushError",
     "MissingDependencyError",
+    "NonFiniteScoreError",
     "ResumeMismatchError",
     "TeacherConfigError",
 ]
@@ -65,6 +67,10 @@ class DataFormatError(HfDistillError):
 
 class ResumeMismatchError(HfDistillError):
     """A partial scoring run was made with other input, teacher or options than this one."""
+
+
+class NonFiniteScoreError(HfDistillError):
+    """A teacher gave a NaN or infinite value (float16 overflow, a broken checkpoint); nothing non-finite is kept."""
 
 
 class HubPushError(HfDistillError):

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,6 +44,9 @@ QWEN3_RERANKER_CONTENT = "<Instruct>: {instruction}\n<Query>: {query}\n<Document
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 # Qwen3-Reranker was trained with up to 8192 tokens in its card's example; longer costs memory, not accuracy.
 QWEN3_RERANKER_MAX_LENGTH = 8192
+# A query's candidate prompts share the frame, the instruction and the query (~65 tokens plus the query with Qwen3's
+# tokenizer). A common prefix shorter than this is not worth a forward of its own: those prompts run whole.
+MIN_SHARED_PREFIX_LENGTH = 8
 
 
 def qwen3_embedding_query(query: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
@@ -77,6 +81,82 @@ def yes_no_token_ids(tokenizer: Any) -> tuple[int, int]:
             )
         ids.append(token_id)
     return ids[0], ids[1]
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token id lists: the largest :math:`k` with
+    :math:`s_{:k} = t_{:k}` for every two sequences :math:`s, t`.
+
+    It is that of the lexicographically smallest and largest sequences alone (any sequence sorts between them, so it
+    agrees with both on their common prefix), which two C-level ``min``/``max`` passes find.
+    """
+    if not sequences:
+        return 0
+    low, high = min(sequences), max(sequences)
+    length, limit = 0, min(len(low), len(high))
+    while length < limit and low[length] == high[length]:
+        length += 1
+    return length
+
+
+@dataclass
+class RerankerBatch:
+    """One batch of Qwen3-Reranker prompts as model inputs, built by :meth:`Qwen3RerankerPrompt.batch`.
+
+    A causal decoder's state at token :math:`t` depends on tokens :math:`\\le t` only, so when the prompts
+    :math:`x_i` of one query :math:`g` share their first :math:`P_g` tokens, the keys and values of that prefix are
+    the same for all of them and the last hidden state is
+
+    .. math:: h_{-1}(x_i) = f\\big(x_{i, P_g:} \\,\\big|\\, \\mathrm{KV}(x_{i, :P_g})\\big)
+
+    with the remainder :math:`x_{i, P_g:}` at positions :math:`P_g, P_g + 1, \\ldots`. So each prefix runs once
+    (``prefix``, one row per query), its keys/values go to the query's candidates (``prefix_index``) and only the
+    remainders run per candidate: :math:`\\sum_g P_g + \\sum_i (L_i - P_{g(i)})` tokens instead of
+    :math:`\\sum_i L_i`. Prompts of a query with one prompt in the batch, or with a short common prefix, run whole
+    (``plain``).
+
+    Attributes:
+        size: the number of prompts :math:`n`; scores come back in the order of the prompts given.
+        plain_rows: ``[n_plain]`` the prompts run whole, in the order of ``plain``'s rows.
+        plain: :meth:`Qwen3RerankerPrompt.pad` of those prompts, or ``None`` when there are none.
+        shared_rows: ``[m]`` the prompts run on a shared prefix, in the order of ``remainder``'s rows.
+        prefix: :meth:`Qwen3RerankerPrompt.pad` of the ``G`` prefixes (``[G, P]``), or ``None``.
+        prefix_index: ``[m]`` the ``prefix`` row of each remainder, or ``None``.
+        remainder: ``input_ids`` and ``position_ids`` ``[m, R]`` (left padded; positions :math:`P_g + 0, 1, \\ldots`
+            for the real tokens) and ``attention_mask`` ``[m, P + R]``: the prefix's mask row, then the
+            remainder's (so the remainder's left pads are zeros in the middle); or ``None``.
+    """
+
+    size: int
+    plain_rows: torch.Tensor
+    plain: dict[str, torch.Tensor] | None = None
+    shared_rows: torch.Tensor | None = None
+    prefix: dict[str, torch.Tensor] | None = None
+    prefix_index: torch.Tensor | None = None
+    remainder: dict[str, torch.Tensor] | None = None
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> RerankerBatch:
+        """A copy with ``fn`` applied to every tensor (``pin_memory``, ``to(device)``)."""
+
+        def each(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return fn(value)
+            if isinstance(value, dict):
+                return {key: fn(tensor) for key, tensor in value.items()}
+            return value
+
+        return RerankerBatch(**{name: each(getattr(self, name)) for name in self.__dataclass_fields__})
+
+    def token_counts(self) -> dict[str, int]:
+        """Tokens the forwards of this batch run: ``real`` (mask ones at the query positions) and ``padded``
+        (the input tensors' sizes, pads included), over the plain, prefix and remainder forwards."""
+        real = padded = 0
+        for inputs in (self.plain, self.prefix, self.remainder):
+            if inputs is not None:
+                width = inputs["input_ids"].shape[1]  # the remainder's mask also covers the prefix columns
+                real += int(inputs["attention_mask"][:, -width:].sum())
+                padded += inputs["input_ids"].numel()
+        return {"real": real, "padded": padded}
 
 
 class Qwen3RerankerPrompt:
@@ -147,6 +227,57 @@ class Qwen3RerankerPrompt:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
+
+    def batch(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        groups: Sequence[Hashable] | None = None,
+        min_prefix_length: int = MIN_SHARED_PREFIX_LENGTH,
+    ) -> RerankerBatch:
+        """Model inputs for the prompts ``input_ids`` (from :meth:`encode`), split by shared prefix.
+
+        ``groups`` gives each prompt a key (its query); prompts with the same key share their longest common
+        prefix of token ids, :math:`P_g = \\min(\\mathrm{LCP}_g, \\min_i L_i - 1)`: exact by construction (no
+        re-tokenization), and it leaves every prompt at least its last token, where the score is read. A key
+        with one prompt, or with :math:`P_g` below ``min_prefix_length``, runs its prompts whole; so does every
+        prompt when ``groups`` is ``None``. See :class:`RerankerBatch` for the tensors.
+        """
+        members: dict[Hashable, list[int]] = {}
+        for row, key in enumerate(range(len(input_ids)) if groups is None else groups):
+            members.setdefault(key, []).append(row)
+        plain_rows: list[int] = []
+        shared_rows: list[int] = []
+        prefixes: list[Sequence[int]] = []
+        prefix_index: list[int] = []
+        remainders: list[Sequence[int]] = []
+        for rows in members.values():
+            prompts = [input_ids[row] for row in rows]
+            length = 0
+            if len(rows) > 1:
+                length = min(common_prefix_length(prompts), min(len(ids) for ids in prompts) - 1)
+            if length < max(min_prefix_length, 1):
+                plain_rows.extend(rows)
+                continue
+            prefix_index.extend([len(prefixes)] * len(rows))
+            prefixes.append(prompts[0][:length])
+            shared_rows.extend(rows)
+            remainders.extend(ids[length:] for ids in prompts)
+        batch = RerankerBatch(size=len(input_ids), plain_rows=torch.tensor(plain_rows, dtype=torch.long))
+        if plain_rows:
+            batch.plain = self.pad([input_ids[row] for row in plain_rows])
+        if prefixes:
+            index = torch.tensor(prefix_index, dtype=torch.long)
+            lengths = torch.tensor([len(ids) for ids in prefixes], dtype=torch.long)
+            prefix, remainder = self.pad(prefixes), self.pad(remainders)
+            remainder["position_ids"] = remainder["position_ids"] + lengths[index].unsqueeze(1)
+            remainder["attention_mask"] = torch.cat([prefix["attention_mask"][index], remainder["attention_mask"]], 1)
+            batch.shared_rows, batch.prefix, batch.prefix_index, batch.remainder = (
+                torch.tensor(shared_rows, dtype=torch.long),
+                prefix,
+                index,
+                remainder,
+            )
+        return batch
 
 
 def qwen3_reranker_chat_template(instruction: str | None = None) -> str:

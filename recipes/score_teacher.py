@@ -135,6 +135,18 @@ class ScoringArguments:
         default=0.9, metadata={"help": "vllm backend: fraction of GPU memory vLLM may take."}
     )
     vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per model replica."})
+    vllm_engine_args: str | None = field(
+        default=None,
+        metadata={
+            "help": "vllm backend: a JSON object of more vllm.LLM keyword arguments, e.g. "
+            '\'{"max_num_batched_tokens": 65536, "enforce_eager": true}\'; its keys win over the defaults above. '
+            '"runner": "generate" scores through generate instead of the pooling runner.'
+        },
+    )
+    prefix_cache: bool = field(
+        default=True,
+        metadata={"help": "qwen3_reranker (hf backend): run a query's shared prompt prefix once (same scores)."},
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the scored file as a Hub dataset when done."})
     hub_dataset_id: str | None = field(
         default=None, metadata={"help": "Hub dataset repo for --push_to_hub, e.g. user/msmarco-qwen3-8b-scores."}
@@ -168,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     backend_kwargs = {}
     if args.backend == "vllm":
+        from hf_distill.teachers.vllm_backend import parse_engine_args
+
         backend_kwargs = {
             "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
             "tensor_parallel_size": args.vllm_tensor_parallel_size,
+            "engine_args": parse_engine_args(args.vllm_engine_args),  # a bad value fails here, before any work
         }
     groups = read_groups(args.input_file, format=args.input_format, split=args.input_split, require_scores=False)
     if args.max_queries is not None:
@@ -186,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             attn_implementation=args.attn_implementation,
             trust_remote_code=args.trust_remote_code,
+            prefix_cache=args.prefix_cache,
             **backend_kwargs,
         )
     except OSError as error:  # transformers' "can't find / can't load" for a wrong path or offline Hub id

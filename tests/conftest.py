@@ -122,3 +122,20 @@ def make_groups(num_queries: int = 12, num_candidates: int = 6, seed: int = 0) -
 @pytest.fixture
 def listwise_rows():
     return make_groups()
+
+
+def small_groups() -> list:
+    """Three groups sharing a query and passages, so dedup has something to do, with one passage long enough to be cut
+    to exactly max_length."""
+    from hf_distill.data import RankingGroup
+
+    shared = "the kernel schedules every process and manages memory"
+    return [
+        RankingGroup(
+            "list files in a directory", ["ls lists directory contents", shared, "copy files " * 80], None, [1, 0, 0]
+        ),
+        RankingGroup("what does the kernel do", [shared, "a shell runs commands"], None, [1, 0]),
+        RankingGroup(
+            "list files in a directory", ["a shell runs commands", "ls lists directory contents"], None, [0, 1]
+        ),
+    ]

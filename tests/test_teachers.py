@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -35,26 +33,13 @@ from hf_distill.teachers import (
 )
 from hf_distill.teachers.runner import partial_dir_for, record_dtype
 
+from conftest import small_groups
 from tiny_models import build_minilm_cross_encoder
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes/quickstart/data/eval_out_of_domain.jsonl"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small matmuls run fastest on one thread
-
-
-def small_groups() -> list[RankingGroup]:
-    """Three groups sharing a query and passages, so dedup has something to do, with one very long passage."""
-    shared = "the kernel schedules every process and manages memory"
-    return [
-        RankingGroup(
-            "list files in a directory", ["ls lists directory contents", shared, "copy files " * 80], None, [1, 0, 0]
-        ),
-        RankingGroup("what does the kernel do", [shared, "a shell runs commands"], None, [1, 0]),
-        RankingGroup(
-            "list files in a directory", ["a shell runs commands", "ls lists directory contents"], None, [0, 1]
-        ),
-    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -341,100 +326,6 @@ def test_resume_with_other_settings_says_what_changed(tmp_path):
     with pytest.raises(ResumeMismatchError, match="input groups"):
         score_to_file(CountingTeacher(), groups[:2], output, progress=False)
     assert score_to_file(CountingTeacher(version=2), groups, output, overwrite_partial=True, progress=False) == output
-
-
-# ---------------------------------------------------------------------------------------------------------
-# vLLM backend, without vLLM: same prompt ids, same score formula, clear error when missing
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _fake_vllm(model):
-    """A stand-in for the vllm module: LLM.generate runs the tiny HF model and returns top-k logprobs the way
-    vLLM's sampler does (``processed_logprobs``: after the allowed-token mask; raw: the full distribution)."""
-    import dataclasses
-
-    @dataclasses.dataclass
-    class EngineArgs:
-        logprobs_mode: str = "raw_logprobs"
-
-    class SamplingParams:
-        def __init__(self, **kwargs):
-            self.__dict__.update(kwargs)
-
-    class LLM:
-        prompts_seen: list = []
-
-        def __init__(self, **kwargs):
-            self.kwargs = kwargs
-
-        def generate(self, prompts, params, use_tqdm=False):
-            outputs = []
-            for prompt in prompts:
-                LLM.prompts_seen.append(prompt["prompt_token_ids"])
-                with torch.no_grad():
-                    logits = model(torch.tensor([prompt["prompt_token_ids"]])).logits[0, -1].float()
-                allowed = torch.tensor(params.allowed_token_ids)
-                masked = torch.full_like(logits, float("-inf"))
-                masked[allowed] = logits[allowed]
-                processed = self.kwargs.get("logprobs_mode") == "processed_logprobs"
-                logprobs = torch.log_softmax(masked if processed else logits, dim=-1)
-                sampled = int(masked.argmax())
-                top = set(logprobs.topk(params.logprobs).indices.tolist()) | {sampled}
-                entry = {t: types.SimpleNamespace(logprob=float(logprobs[t])) for t in top}
-                outputs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(logprobs=[entry])]))
-            return outputs
-
-    return types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams, EngineArgs=EngineArgs)
-
-
-def test_vllm_backend_builds_the_hf_prompt_ids_and_the_same_scores(tiny_qwen3, monkeypatch):
-    from transformers import AutoModelForCausalLM
-
-    from hf_distill.teachers.vllm_backend import Qwen3RerankerVLLMTeacher, vllm_prompts
-
-    fake = _fake_vllm(AutoModelForCausalLM.from_pretrained(tiny_qwen3).eval())
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    groups = small_groups()
-    hf = load_teacher("qwen3_reranker", tiny_qwen3, max_length=256, instruction="Find the man page", device="cpu")
-    vllm_teacher = load_teacher(
-        "qwen3_reranker", tiny_qwen3, backend="vllm", max_length=256, instruction="Find the man page"
-    )
-    assert isinstance(vllm_teacher, Qwen3RerankerVLLMTeacher)
-
-    pairs = [(g.query, p) for g in groups for p in g.passages]
-    hf_batch = hf.prompt.pad(hf.prompt.encode(pairs))
-    hf_ids = [row[mask.bool()].tolist() for row, mask in zip(hf_batch["input_ids"], hf_batch["attention_mask"])]
-    assert [p["prompt_token_ids"] for p in vllm_prompts(vllm_teacher.prompt, pairs)] == hf_ids
-
-    vllm_scores = score_groups(vllm_teacher, groups, max_tokens_per_batch=100_000, progress=False)
-    hf_scores = score_groups(hf, groups, max_tokens_per_batch=100_000, progress=False)
-    for v, h in zip(vllm_scores, hf_scores):
-        assert v == pytest.approx(h, abs=1e-5)
-    assert fake.LLM.prompts_seen and all(ids in hf_ids for ids in fake.LLM.prompts_seen)
-    assert vllm_teacher.model.kwargs["logprobs_mode"] == "processed_logprobs"
-    assert vllm_teacher.num_bounded == 0
-
-
-def test_vllm_scores_without_the_other_answer_use_the_smallest_logprob_as_bound():
-    from hf_distill.teachers.vllm_backend import scores_from_outputs
-
-    def output(logprobs):
-        entry = {t: types.SimpleNamespace(logprob=lp) for t, lp in logprobs.items()}
-        return types.SimpleNamespace(outputs=[types.SimpleNamespace(logprobs=[entry])])
-
-    yes, no = 7, 9
-    scores, bounded = scores_from_outputs(
-        [output({yes: -0.5, no: -1.5, 3: -4.0}), output({yes: -0.01, 3: -6.0, 4: -9.0})], yes, no
-    )
-    assert scores[:, 0].tolist() == pytest.approx([1.0, 8.99]) and bounded == 1
-
-
-def test_vllm_backend_without_vllm_says_how_to_install_it(tiny_qwen3, monkeypatch):
-    from hf_distill.teachers.vllm_backend import VLLMNotInstalledError
-
-    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
-    with pytest.raises(VLLMNotInstalledError, match="pip install vllm"):
-        load_teacher("qwen3_reranker", tiny_qwen3, backend="vllm")
 
 
 def test_qwen3_reranker_scorer_defaults_to_the_length_the_checkpoint_was_saved_with(tiny_qwen3, tmp_path):

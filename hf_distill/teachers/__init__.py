@@ -81,6 +81,7 @@ def load_teacher(
     device: str | None = None,
     trust_remote_code: bool = False,
     model: torch.nn.Module | None = None,
+    prefix_cache: bool = True,
     **backend_kwargs: Any,
 ) -> Teacher:
     """Build a teacher from its kind (:mod:`hf_distill.kinds`) and backend.
@@ -88,7 +89,8 @@ def load_teacher(
     ``teacher_type``: ``causal_lm`` (alias ``qwen3_reranker``: the Qwen3-Reranker yes/no prompt),
     ``cross_encoder`` or ``bi_encoder`` (alias ``embedding``). Options a kind does not use are refused rather than
     silently ignored. ``model`` (cross_encoder and bi_encoder only) scores with an already loaded model; see
-    :class:`Teacher`.
+    :class:`Teacher`. ``prefix_cache`` (causal_lm, HF backend): run each query's shared prompt prefix once and
+    reuse its KV cache for the query's candidates (same scores; ``False`` runs every prompt whole).
     """
     if teacher_type not in TEACHER_TYPES:
         raise TeacherConfigError(f"teacher_type must be one of {TEACHER_TYPES}, got {teacher_type!r}")
@@ -118,7 +120,7 @@ def load_teacher(
             from hf_distill.teachers.vllm_backend import Qwen3RerankerVLLMTeacher
 
             return Qwen3RerankerVLLMTeacher(model_name_or_path, instruction=instruction, **common, **backend_kwargs)
-        return Qwen3RerankerTeacher(model_name_or_path, instruction=instruction, **common)
+        return Qwen3RerankerTeacher(model_name_or_path, instruction=instruction, prefix_cache=prefix_cache, **common)
     if kind == CROSS_ENCODER:
         return CrossEncoderTeacher(model_name_or_path, model=model, **common)
     return EmbeddingTeacher(model_name_or_path, pooling=pooling, instruction=instruction, model=model, **common)

@@ -32,6 +32,7 @@ from hf_distill.prompts import (
     DEFAULT_INSTRUCTION,
     QWEN3_RERANKER_MAX_LENGTH,
     Qwen3RerankerPrompt,
+    RerankerBatch,
     qwen3_embedding_query,
     yes_no_token_ids,
 )
@@ -81,6 +82,14 @@ def _model_kwargs(
     if device.type == "cuda":
         kwargs["device_map"] = str(device)  # load shards straight onto the GPU, not through CPU memory
     return kwargs
+
+
+def _pinned(features: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    """Tokenizer output as a dict of CPU tensors, in pinned memory when they go to a GPU (asynchronous copy)."""
+    tensors = dict(features)
+    if device.type == "cuda":
+        tensors = {key: value.pin_memory() for key, value in tensors.items()}
+    return tensors
 
 
 def _default_max_length(tokenizer: Any, fallback: int = 512) -> int:
@@ -157,7 +166,19 @@ class Teacher:
 
     def score_batch(self, items: Sequence[Any]) -> np.ndarray:
         """Run the model once over ``items``; returns float32 ``[len(items), output_dim]``."""
-        raise NotImplementedError
+        return self.run_batch(self.prepare_batch(items))
+
+    # A batch in two halves, so the runner can prepare batch k+1 (tokenize, pad, pin: CPU work) on a thread while
+    # batch k runs on the accelerator. A subclass overrides both, or only score_batch (then nothing runs ahead).
+    def prepare_batch(self, items: Sequence[Any]) -> Any:
+        """The CPU half of :meth:`score_batch`: model inputs for ``items`` (thread-safe, no model call)."""
+        return items
+
+    def run_batch(self, prepared: Any) -> np.ndarray:
+        """The model half of :meth:`score_batch`: float32 ``[n, output_dim]`` from :meth:`prepare_batch`'s output."""
+        if type(self).score_batch is Teacher.score_batch and "score_batch" not in vars(self):
+            raise NotImplementedError(f"{type(self).__name__} implements neither score_batch nor run_batch")
+        return self.score_batch(prepared)
 
     # -- helpers for subclasses ----------------------------------------------------------------------------
     @property
@@ -193,17 +214,39 @@ class Qwen3RerankerTeacher(Teacher):
     ``[B, vocab]`` head (151k columns for Qwen3) is never run, and its weight is dropped after loading when it
     is not tied to the input embeddings. Prompts come from :class:`hf_distill.prompts.Qwen3RerankerPrompt`.
 
+    Shared prefixes (``prefix_cache``, on by default): the prompts of one query's candidates share the frame, the
+    instruction and the query (most of the prompt when documents are short, as on StackOverflow). Since
+    :math:`h_{-1}(x)` depends on a prefix :math:`x_{:P}` only through its keys and values, each query's prefix runs
+    once per batch and its keys/values serve all its candidates, which then run only their remainders :math:`x_{P:}`
+    (:class:`hf_distill.prompts.RerankerBatch`): the same scores (up to float rounding) from
+    :math:`\\sum_g P_g + \\sum_i (L_i - P_{g(i)})` forwarded tokens instead of :math:`\\sum_i L_i`. The runner then
+    batches a query's candidates together (``batches_by_query``).
+
     Args:
         instruction: the task; the model card's default when ``None``.
         max_length: longest prompt in tokens (default 8192, the card's); only the query+document part is cut.
+        prefix_cache: run each query's shared prompt prefix once per batch (default); ``False`` runs every prompt
+            whole. Not in :meth:`fingerprint`: the scores are the same either way, so a run may resume with the
+            other setting.
     """
 
     kind = CAUSAL_LM
+    # Read by the runner: batches in which a query's candidates are contiguous (longest first), so that most of a
+    # batch runs on shared prefixes. Set per instance from prefix_cache.
+    batches_by_query: bool = True
+    _shared_prefix_layer_class: ClassVar[type | None] = None
 
     def __init__(
-        self, model_name_or_path: str, instruction: str | None = None, max_length: int | None = None, **kwargs: Any
+        self,
+        model_name_or_path: str,
+        instruction: str | None = None,
+        max_length: int | None = None,
+        prefix_cache: bool = True,
+        **kwargs: Any,
     ):
         super().__init__(model_name_or_path, max_length=max_length, **kwargs)
+        self.prefix_cache = bool(prefix_cache) and self._full_attention_only()
+        self.batches_by_query = self.prefix_cache
         self.instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
         self.tokenizer = self._load_tokenizer()
         if self.max_length is None:
@@ -222,6 +265,28 @@ class Qwen3RerankerTeacher(Teacher):
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "instruction": self.instruction, "backend": "hf"}
+
+    def _full_attention_only(self) -> bool:
+        """Whether every layer of the checkpoint attends to the whole past (Qwen3-Reranker: yes).
+
+        A sliding window counts key positions in the cache, where a left-padded prefix puts its pads between the
+        prefix and the remainder: shared prefixes would change such a model's scores, so it runs prompts whole.
+        """
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.model_name_or_path, trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError):  # no readable config here: loading the model will say what is wrong
+            return True
+        text = config.get_text_config(decoder=True)
+        layer_types = getattr(text, "layer_types", None)
+        if layer_types is not None:
+            full = all(kind == "full_attention" for kind in layer_types)
+        else:
+            full = not getattr(text, "use_sliding_window", getattr(text, "sliding_window", None))
+        if not full:
+            logger.info("%s has sliding-window layers: prompts run whole (no shared prefixes)", self.model_name_or_path)
+        return full
 
     def lengths(self, items: Sequence[tuple[str, str]]) -> list[int]:
         return self.prompt.lengths(items)
@@ -245,16 +310,89 @@ class Qwen3RerankerTeacher(Teacher):
             model.set_output_embeddings(torch.nn.Identity())
         return model
 
+    def prepare_batch(self, items: Sequence[tuple[str, str]]) -> RerankerBatch:
+        """Prompt ids of ``items`` as padded CPU tensors, split by shared prefix with one group per query when
+        ``prefix_cache`` is on (:meth:`hf_distill.prompts.Qwen3RerankerPrompt.batch`); pinned when they go to a
+        GPU. Thread-safe, no model call."""
+        groups = [query for query, _ in items] if self.prefix_cache else None
+        batch = self.prompt.batch(self.prompt.encode(items), groups)
+        return batch.apply(torch.Tensor.pin_memory) if self.device.type == "cuda" else batch
+
     @torch.inference_mode()
-    def score_batch(self, items: Sequence[tuple[str, str]]) -> np.ndarray:
-        model = self.model
-        batch = self.prompt.pad(self.prompt.encode(items), device=self.device)
-        decoder = model.get_decoder()
-        hidden = decoder(**batch, use_cache=False).last_hidden_state[:, -1]  # [B, H], last real token
+    def run_batch(self, prepared: RerankerBatch) -> np.ndarray:
+        """Scores ``z_yes - z_no`` (float32 ``[n, 1]``, in the order of the items) of a :meth:`prepare_batch`
+        output: one forward for the prompts run whole, two (prefixes, then remainders) for the shared ones."""
+        decoder = self.model.get_decoder()
+        batch = prepared.apply(lambda tensor: tensor.to(self.device, non_blocking=True))
+        scores = torch.empty(batch.size, dtype=torch.float32, device=self.device)
+        if batch.plain is not None:
+            hidden = decoder(**batch.plain, use_cache=False).last_hidden_state[:, -1]  # [B, H], last real token
+            scores[batch.plain_rows] = self._answer_scores(hidden)
+        if batch.prefix is not None:
+            scores[batch.shared_rows] = self._answer_scores(self._shared_prefix_states(decoder, batch))
+        return scores.unsqueeze(1).cpu().numpy()
+
+    def _answer_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``z_yes - z_no`` from final hidden states ``[B, H]``, with the two ``lm_head`` rows in fp32."""
         logits = hidden.float() @ self._answer_rows.T  # [B, 2]: yes, no
         if self._answer_bias is not None:
             logits = logits + self._answer_bias
-        return (logits[:, 0] - logits[:, 1]).unsqueeze(1).cpu().numpy().astype(np.float32)
+        return logits[:, 0] - logits[:, 1]
+
+    def _shared_prefix_states(self, decoder: torch.nn.Module, batch: RerankerBatch) -> torch.Tensor:
+        """Last hidden states ``[m, H]`` of the shared-prefix prompts: the ``G`` prefixes in one forward that keeps
+        their keys and values, then the ``m`` remainders in one forward on them (each on its query's prefix)."""
+        import inspect
+
+        # transformers >= 5.24 calls the cache argument (and output) `cache`; older and remote code `past_key_values`.
+        name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+        cache = getattr(decoder(**batch.prefix, use_cache=True), name)
+        layers = self._broadcast_prefixes(cache, batch.prefix_index)
+        hidden = decoder(**batch.remainder, **{name: cache}, use_cache=True).last_hidden_state[:, -1]
+        if any(layer.updates == 0 for layer in layers):
+            raise RuntimeError(
+                f"{self.model_name_or_path}: the decoder did not read the prefix keys/values passed as {name!r}, so "
+                "shared-prefix scores would be wrong. Fix: score with prefix_cache=False."
+            )
+        return hidden
+
+    @staticmethod
+    def _broadcast_prefixes(cache: Any, index: torch.Tensor) -> list[Any]:
+        """Make each cache layer serve row ``i`` of the next forward the keys/values of prefix ``index[i]``.
+
+        Each ``DynamicLayer`` is swapped for a layer that expands on use, :math:`K = [K_{\\text{prefix}}[\\text{index}]
+        \\,|\\, K_{\\text{new}}]` (``index_select`` on the batch dim), and stores nothing: only one layer's
+        ``m x (P + R)`` keys/values exist at a time, as in the plain forward without a cache (expanding every
+        layer's keys/values up front would hold the whole batch's cache, all layers at once). Returns the layers.
+        """
+        from transformers.cache_utils import DynamicLayer
+
+        if Qwen3RerankerTeacher._shared_prefix_layer_class is None:
+
+            class SharedPrefixLayer(DynamicLayer):
+                def __init__(self, keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor):
+                    super().__init__()
+                    self.keys, self.values, self.index = keys, values, index
+                    self.device, self.is_initialized, self.updates = keys.device, True, 0
+
+                def update(
+                    self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+                    self.updates += 1
+                    keys = torch.cat([self.keys.index_select(0, self.index), key_states], dim=-2)
+                    values = torch.cat([self.values.index_select(0, self.index), value_states], dim=-2)
+                    return keys, values
+
+            Qwen3RerankerTeacher._shared_prefix_layer_class = SharedPrefixLayer
+        layers = getattr(cache, "layers", None)
+        if not layers or any(type(layer) is not DynamicLayer or layer.keys is None for layer in layers):
+            raise RuntimeError(
+                f"shared prefixes need a transformers DynamicCache of full-attention layers, got {cache!r}. Fix: "
+                "score with prefix_cache=False."
+            )
+        for i, layer in enumerate(layers):
+            layers[i] = Qwen3RerankerTeacher._shared_prefix_layer_class(layer.keys, layer.values, index)
+        return layers
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,11 +446,13 @@ class CrossEncoderTeacher(Teacher):
             **_model_kwargs(self.torch_dtype, self.attn_implementation, self.trust_remote_code, self.device),
         )
 
+    def prepare_batch(self, items: Sequence[tuple[str, str]]) -> Any:
+        return _pinned(self._tokenize(items, padding=True, return_tensors="pt"), self.device)
+
     @torch.inference_mode()
-    def score_batch(self, items: Sequence[tuple[str, str]]) -> np.ndarray:
-        model = self.model
-        features = self._tokenize(items, padding=True, return_tensors="pt").to(self.device)
-        logits = model(**features).logits
+    def run_batch(self, prepared: Any) -> np.ndarray:
+        features = {key: value.to(self.device, non_blocking=True) for key, value in prepared.items()}
+        logits = self.model(**features).logits
         return logits.float().view(-1, 1).cpu().numpy()
 
 
@@ -412,11 +552,13 @@ class EmbeddingTeacher(Teacher):
             **_model_kwargs(self.torch_dtype, self.attn_implementation, self.trust_remote_code, self.device),
         )
 
+    def prepare_batch(self, items: Sequence[str]) -> Any:
+        return _pinned(self._tokenize(items, padding=True, return_tensors="pt"), self.device)
+
     @torch.inference_mode()
-    def score_batch(self, items: Sequence[str]) -> np.ndarray:
-        model = self.model
-        features = self._tokenize(items, padding=True, return_tensors="pt").to(self.device)
-        outputs = model(**features)
+    def run_batch(self, prepared: Any) -> np.ndarray:
+        features = {key: value.to(self.device, non_blocking=True) for key, value in prepared.items()}
+        outputs = self.model(**features)
         hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
         embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
         return F.normalize(embeddings, p=2, dim=-1).cpu().numpy()

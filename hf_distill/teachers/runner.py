@@ -30,9 +30,11 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,7 +44,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_distill.data import RankingGroup, write_listwise_jsonl
-from hf_distill.errors import ResumeMismatchError
+from hf_distill.errors import ConfigError, HfDistillError, NonFiniteScoreError, ResumeMismatchError
 from hf_distill.teachers.models import Teacher
 
 logger = logging.getLogger("hf_distill")
@@ -66,6 +68,7 @@ class ScoringWork:
     unit: str
     items: list[Any]
     refs: list[Any]
+    query_ids: np.ndarray | None = None  # pair items: the index of each item's query (for query-grouped plans)
 
     @property
     def num_pairs(self) -> int:
@@ -86,8 +89,17 @@ def build_work(teacher: Teacher, groups: Sequence[RankingGroup]) -> ScoringWork:
 
     refs: list[Any] = []
     if teacher.unit == "pair":
+        query_index: dict[str, int] = {}
+        query_ids: list[int] = []
         for group in groups:
-            refs.append([item_id((group.query, passage)) for passage in group.passages])
+            row = []
+            for passage in group.passages:
+                before = len(items)
+                row.append(item_id((group.query, passage)))
+                if len(items) > before:
+                    query_ids.append(query_index.setdefault(group.query, len(query_index)))
+            refs.append(row)
+        return ScoringWork(teacher.unit, items, refs, np.asarray(query_ids, dtype=np.int64))
     else:
         for group in groups:
             query = item_id(teacher.query_text(group.query))
@@ -110,6 +122,99 @@ def plan_batches(lengths: Sequence[int] | np.ndarray, max_tokens_per_batch: int)
         batches.append(order[start : start + size])
         start += size
     return batches
+
+
+def plan_query_batches(
+    lengths: Sequence[int] | np.ndarray, query_ids: Sequence[int] | np.ndarray, max_tokens_per_batch: int
+) -> list[np.ndarray]:
+    """Like :func:`plan_batches`, but a query's items stay together: for teachers that share work across a query's
+    candidates (a decoder reranker's prompt prefix, vLLM's prefix cache).
+
+    Items are ordered by query, queries by their longest item (longest first, ties by query id), and within a query
+    longest first (ties by item index); batches are cut greedily so that ``len(batch) * longest`` stays within
+    the budget, as in :func:`plan_batches`. A query with more items than fit in one batch continues in the next.
+    Like :func:`plan_batches`, the plan depends on the lengths alone, never on the number of processes.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    query_ids = np.asarray(query_ids, dtype=np.int64)
+    if len(lengths) == 0:
+        return []
+    longest_of_query = np.zeros(int(query_ids.max()) + 1, dtype=np.int64)
+    np.maximum.at(longest_of_query, query_ids, lengths)
+    # lexsort: the last key is the primary one.
+    order = np.lexsort((np.arange(len(lengths)), -lengths, query_ids, -longest_of_query[query_ids]))
+    batches = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        end = start + 1
+        while end < len(order):
+            candidate = max(longest, int(lengths[order[end]]))
+            if (end - start + 1) * candidate > max_tokens_per_batch:
+                break
+            longest = candidate
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def plan_for(teacher: Teacher, work: ScoringWork, lengths: np.ndarray, max_tokens_per_batch: int) -> list[np.ndarray]:
+    """The teacher's batch plan: query-grouped for a teacher with ``batches_by_query``, length-sorted otherwise."""
+    if getattr(teacher, "batches_by_query", False) and work.query_ids is not None:
+        return plan_query_batches(lengths, work.query_ids, max_tokens_per_batch)
+    return plan_batches(lengths, max_tokens_per_batch)
+
+
+LENGTH_CHUNK = 8192
+
+
+def item_lengths(teacher: Teacher, items: Sequence[Any], chunk: int | None = None) -> np.ndarray:
+    """Token length of every item (``int32``), tokenized ``chunk`` items at a time.
+
+    One tokenizer call over every item would hold all token ids at once (about 220 bytes per token with a fast
+    tokenizer: 220 GB for 10^9 tokens); in chunks the peak is that of one chunk, whatever the data size.
+    """
+    chunk = chunk or LENGTH_CHUNK
+    lengths = np.empty(len(items), dtype=np.int32)
+    for start in range(0, len(items), chunk):
+        lengths[start : start + chunk] = teacher.lengths(items[start : start + chunk])
+    return lengths
+
+
+def prepared_batches(
+    teacher: Teacher, items: Sequence[Any], batches: Sequence[np.ndarray]
+) -> Iterator[tuple[np.ndarray, Any]]:
+    """``(batch, model inputs)`` in order, the inputs of batch ``k + 1`` prepared on a thread while the caller runs
+    batch ``k``: tokenizing, padding and pinning (:meth:`Teacher.prepare_batch`) overlap the forward, so the
+    accelerator does not wait for the CPU between batches."""
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_distill-prepare") as pool:
+        pending = pool.submit(teacher.prepare_batch, [items[i] for i in batches[0]])
+        for k, batch in enumerate(batches):
+            prepared = pending.result()
+            if k + 1 < len(batches):
+                pending = pool.submit(teacher.prepare_batch, [items[i] for i in batches[k + 1]])
+            yield batch, prepared
+
+
+def check_finite(values: np.ndarray, batch: np.ndarray, work: ScoringWork, teacher: Teacher) -> None:
+    """Stop at the first batch with a NaN or infinite value, naming the item and what to do."""
+    finite = np.isfinite(values).all(axis=1)
+    if finite.all():
+        return
+    row = int(np.argmin(finite))
+    item = work.items[int(batch[row])]
+    shown = f"query {item[0][:80]!r} and passage {item[1][:80]!r}" if work.unit == "pair" else f"text {item[:80]!r}"
+    dtype = str(getattr(teacher, "torch_dtype", "")).replace("torch.", "") or getattr(teacher, "dtype_name", "?")
+    raise NonFiniteScoreError(
+        f"the teacher gave a non-finite value ({values[row].ravel()[:4].tolist()}) for {shown} (item "
+        f"{int(batch[row])}, one of {int((~finite).sum())} in its batch of {len(batch)}), in {dtype}. Nothing "
+        "non-finite was written; the results scored so far are kept. Fix: float16 overflows on long prompts: rerun "
+        "with --dtype bfloat16 (or float32) and --overwrite_partial (a resume in another dtype would mix two "
+        "numerics); if it happens in float32 too, the checkpoint itself is broken."
+    )
 
 
 def combine(work: ScoringWork, values: np.ndarray) -> list[list[float]]:
@@ -136,11 +241,14 @@ def score_groups(
 ) -> list[list[float]]:
     """Score groups in memory, in one process, with nothing written: a list of raw fp32 scores per group."""
     work = build_work(teacher, groups)
-    lengths = teacher.lengths(work.items) if work.items else []
+    lengths = item_lengths(teacher, work.items)
     values = np.zeros((len(work.items), teacher.output_dim), dtype=np.float32)
+    batches = plan_for(teacher, work, lengths, max_tokens_per_batch)
     with _progress(len(work.items), teacher.unit, progress, "teacher scoring") as bar:
-        for batch in plan_batches(lengths, max_tokens_per_batch):
-            values[batch] = teacher.score_batch([work.items[i] for i in batch])
+        for batch, prepared in prepared_batches(teacher, work.items, batches):
+            batch_values = teacher.run_batch(prepared)
+            check_finite(batch_values, batch, work, teacher)
+            values[batch] = batch_values
             bar.update(len(batch))
     return combine(work, values)
 
@@ -298,7 +406,7 @@ def prepare_work_dir(
     if manifest_path.exists() and lengths_path.exists():
         return np.load(lengths_path)
     logger.info("tokenizing %d unique %ss to plan batches", len(work.items), work.unit)
-    lengths = np.asarray(teacher.lengths(work.items) if work.items else [], dtype=np.int32)
+    lengths = item_lengths(teacher, work.items)
     tmp = work_dir / ".lengths.tmp.npy"
     np.save(tmp, lengths)
     os.replace(tmp, lengths_path)
@@ -307,11 +415,15 @@ def prepare_work_dir(
     return lengths
 
 
-def _barrier(world_size: int) -> None:
-    """Wait for all processes (used once, before scoring). A CPU gloo group, torn down right after, so the long
-    wait at the end (ranks finishing at different times) never hits a collective timeout."""
+def _all_ranks_agree(world_size: int, ok: Callable[[], bool]) -> bool:
+    """Wait for every process (once, before scoring), then tell all of them whether ``ok()`` held on every one.
+
+    A CPU gloo group, torn down right after, so the long wait at the end (ranks finishing at different times)
+    never hits a collective timeout.
+    """
     if world_size <= 1:
-        return
+        return ok()
+    import torch
     import torch.distributed as dist
 
     created = False
@@ -320,8 +432,73 @@ def _barrier(world_size: int) -> None:
         dist.init_process_group(backend="gloo", timeout=timedelta(hours=6))
         created = True
     dist.barrier()
+    flag = torch.tensor([1 if ok() else 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     if created:
         dist.destroy_process_group()
+    return bool(flag.item())
+
+
+def completion_file_for(output_file: str | os.PathLike) -> Path:
+    """Where a finished run records what it scored: a rerun with the same fingerprint is already complete."""
+    return Path(f"{os.fspath(output_file)}.scoring.json")
+
+
+def _already_complete(output_file: Path, work_dir: Path, fingerprint: dict[str, Any]) -> bool:
+    done = completion_file_for(output_file)
+    if not output_file.exists() or not done.exists() or work_dir.exists():
+        return False
+    try:
+        return json.loads(done.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def _marker(work_dir: Path, state: str, rank: int) -> Path:
+    return work_dir / f"{state}.rank{rank}"
+
+
+def _wait_for_ranks(
+    work_dir: Path, world_size: int, store: RecordStore, num_items: int, unit: str, poll: float
+) -> None:
+    """Rank 0: wait until every rank has marked its share done; a rank that failed stops this one with its reason.
+
+    Waiting on markers, not on item counts, cannot hang on a record that never reads as valid (a page another
+    node's writer has not flushed yet, on NFS): whatever is missing once all are done is scored again by rank 0.
+    """
+    last_log = 0.0
+    while True:
+        failed = sorted(work_dir.glob("failed.rank*"))
+        if failed:
+            reason = failed[0].read_text(encoding="utf-8").strip()
+            raise HfDistillError(f"{failed[0].name.split('.')[-1]} stopped: {reason}")
+        if all(_marker(work_dir, "done", r).exists() for r in range(world_size)):
+            return
+        if time.monotonic() - last_log > 60:
+            logger.info("waiting for the other processes: %d of %d %ss scored", store.refresh(), num_items, unit)
+            last_log = time.monotonic()
+        time.sleep(poll)
+
+
+def _score_batches(
+    teacher: Teacher,
+    work: ScoringWork,
+    batches: Sequence[np.ndarray],
+    done: np.ndarray,
+    record_file: Path,
+    bar: tqdm,
+) -> None:
+    """Score ``batches`` and append the records of their items not yet ``done`` to ``record_file``."""
+    record_size = record_dtype(teacher.output_dim).itemsize
+    with _open_own_record_file(record_file, record_size) as f:
+        for batch, prepared in prepared_batches(teacher, work.items, batches):
+            values = teacher.run_batch(prepared)
+            check_finite(values, batch, work, teacher)
+            # The whole batch is rerun (same shapes, same numbers) but only missing items are written.
+            missing = ~done[batch]
+            f.write(encode_records(batch[missing], values[missing]))
+            f.flush()
+            bar.update(int(missing.sum()))
 
 
 def score_to_file(
@@ -340,10 +517,13 @@ def score_to_file(
 
     Call it in every process of an ``accelerate launch`` (rank and world size come from the environment).
     Rank 0 returns the output path once the file is complete; other ranks return ``None`` when their share is
-    done. Rerunning after a kill resumes from ``<output_file>.partial/``; see the module docstring.
+    done. Rerunning after a kill resumes from ``<output_file>.partial/``; rerunning after success finds the run
+    complete (``<output_file>.scoring.json`` holds its fingerprint) and scores nothing. See the module docstring.
 
     Raises:
         ResumeMismatchError: the work dir was made with other input, teacher or options.
+        NonFiniteScoreError: the teacher gave a NaN or infinite value (the run stops at that batch).
+        ConfigError: with several nodes, the work dir is not on a file system they share.
     """
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
@@ -365,11 +545,25 @@ def score_to_file(
             len(work.items),
             work.unit,
         )
+    if _already_complete(output_file, work_dir, fingerprint):
+        if rank == 0:
+            logger.info("%s is already complete (same input, teacher and options): nothing to score", output_file)
+        return output_file if rank == 0 else None
+    start = time.perf_counter()
     if rank == 0:
         lengths = prepare_work_dir(work_dir, fingerprint, teacher, work, overwrite_partial)
-    _barrier(world_size)
+        for stale in [*work_dir.glob("done.rank*"), *work_dir.glob("failed.rank*")]:
+            stale.unlink()  # markers of an earlier attempt: this one writes its own
+    manifest_path = work_dir / "manifest.json"
+    if not _all_ranks_agree(world_size, manifest_path.exists):
+        raise ConfigError(
+            f"{work_dir} is not visible from every process (rank {rank} on {socket.gethostname()} "
+            f"{'sees' if manifest_path.exists() else 'does not see'} it): with several nodes the work dir, next to "
+            "--output_file, must be on a file system all nodes share. Fix: pass an --output_file on a shared file "
+            "system (NFS, Lustre, ...), or score on one node."
+        )
     if rank != 0:
-        manifest = json.loads((work_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest["fingerprint"] != fingerprint:
             raise ResumeMismatchError(
                 f"rank {rank} computed another fingerprint than rank 0 for {work_dir}: "
@@ -378,7 +572,8 @@ def score_to_file(
             )
         lengths = np.load(work_dir / "lengths.npy")
 
-    batches = plan_batches(lengths, max_tokens_per_batch)[rank::world_size]
+    plan = plan_for(teacher, work, lengths, max_tokens_per_batch)
+    batches = plan[rank::world_size]
     store = RecordStore(work_dir, len(work.items), teacher.output_dim)
     store.refresh()
     todo = [batch for batch in batches if not store.done[batch].all()]
@@ -389,37 +584,62 @@ def score_to_file(
 
     if todo:
         _ = teacher.model  # load the weights now, so the progress bar's pairs/s measure scoring only
-    record_size = record_dtype(teacher.output_dim).itemsize
     desc = "teacher scoring" if world_size == 1 else f"teacher scoring (rank 0 of {world_size})"
-    with (
-        _open_own_record_file(work_dir / f"scores.rank{rank}.bin", record_size) as f,
-        _progress(remaining, teacher.unit, progress and rank == 0, desc) as bar,
-    ):
-        for batch in todo:
-            values = teacher.score_batch([work.items[i] for i in batch])
-            # The whole batch is rerun (same shapes, same numbers) but only missing items are written.
-            missing = ~store.done[batch]
-            f.write(encode_records(batch[missing], values[missing]))
-            f.flush()
-            bar.update(int(missing.sum()))
+    try:
+        with _progress(remaining, teacher.unit, progress and rank == 0, desc) as bar:
+            _score_batches(teacher, work, todo, store.done, work_dir / f"scores.rank{rank}.bin", bar)
+    except BaseException as error:
+        if world_size > 1:  # rank 0 is waiting for this rank's share: tell it why it will not come
+            _write_text_atomic(_marker(work_dir, "failed", rank), f"rank {rank}: {error}")
+        raise
+    _write_text_atomic(_marker(work_dir, "done", rank), str(len(todo)))
 
     if rank != 0:
         return None
-    last_log = 0.0
-    while store.refresh() < len(work.items):
-        if time.monotonic() - last_log > 60:
-            logger.info(
-                "waiting for the other processes: %d of %d %ss scored",
-                int(store.done.sum()),
-                len(work.items),
-                work.unit,
-            )
-            last_log = time.monotonic()
-        time.sleep(poll_seconds)
+    _wait_for_ranks(work_dir, world_size, store, len(work.items), work.unit, poll_seconds)
     full = RecordStore(work_dir, len(work.items), teacher.output_dim, keep_values=True)
     full.refresh()
+    missing = np.flatnonzero(~full.done)
+    if len(missing):
+        # Records that never read back valid (a torn or unflushed write another process made): score them here.
+        logger.warning(
+            "%d %ss have no valid record after every process finished: scoring them again", len(missing), work.unit
+        )
+        again = [batch[~full.done[batch]] for batch in plan if not full.done[batch].all()]
+        with _progress(len(missing), teacher.unit, progress, "teacher scoring (missing)") as bar:
+            _score_batches(teacher, work, again, full.done, work_dir / "scores.rank0.bin", bar)
+        full = RecordStore(work_dir, len(work.items), teacher.output_dim, keep_values=True)
+        if full.refresh() < len(work.items):
+            raise HfDistillError(
+                f"{work_dir}: records still unreadable after rescoring. Fix: delete {work_dir} and rerun."
+            )
     scores = combine(work, full.values)
     scored = [RankingGroup(g.query, list(g.passages), s, g.labels) for g, s in zip(groups, scores)]
     write_listwise_jsonl(scored, output_file)
+    _write_json_atomic(completion_file_for(output_file), {"version": MANIFEST_VERSION, "fingerprint": fingerprint})
     shutil.rmtree(work_dir, ignore_errors=True)
+    _log_summary(plan, lengths, work, time.perf_counter() - start)
     return output_file
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _log_summary(plan: Sequence[np.ndarray], lengths: np.ndarray, work: ScoringWork, seconds: float) -> None:
+    """Tokens scored, their padding share and the pair rate of the whole run (all processes)."""
+    real = int(sum(int(lengths[batch].sum()) for batch in plan))
+    padded = int(sum(len(batch) * int(lengths[batch].max()) for batch in plan if len(batch)))
+    logger.info(
+        "scored %d unique %ss (%d pairs, %d tokens, padding %.1f%% of %d padded tokens) in %.1f s: %.0f pairs/s",
+        len(work.items),
+        work.unit,
+        work.num_pairs,
+        real,
+        100.0 * (padded - real) / max(padded, 1),
+        padded,
+        seconds,
+        work.num_pairs / max(seconds, 1e-9),
+    )
