@@ -27,6 +27,7 @@ from hf_distill.teachers import (
     TeacherConfigError,
     load_teacher,
     plan_batches,
+    pool,
     read_sentence_transformers_config,
     score_groups,
     score_to_file,
@@ -227,6 +228,28 @@ def test_unsupported_sentence_transformers_modules_are_refused(tmp_path):
 def test_embedding_teacher_needs_pooling_for_a_plain_checkpoint(tiny_qwen3):
     with pytest.raises(TeacherConfigError, match="--pooling"):
         EmbeddingTeacher(tiny_qwen3)
+
+
+def test_a_plain_decoder_embedder_is_capped_at_the_cards_length(tiny_qwen3, tmp_path):
+    """A plain copy of a decoder embedder reports its whole context (131k here): read at 8192 unless asked."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    tokenizer.model_max_length = 131072
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((Path(tiny_qwen3) / name).read_bytes())
+    tokenizer.save_pretrained(tmp_path)
+    assert EmbeddingTeacher(str(tmp_path), pooling="last", device="cpu").max_length == 8192
+    assert EmbeddingTeacher(str(tmp_path), pooling="last", max_length=20000, device="cpu").max_length == 20000
+    assert EmbeddingTeacher(str(tmp_path), pooling="mean", device="cpu").max_length == 131072  # only decoders
+    # Pooling before widening to fp32 gives the very same last-token embeddings as widening first.
+    teacher = EmbeddingTeacher(str(tmp_path), pooling="last", device="cpu", dtype="bfloat16")
+    texts = ["list files", "the kernel schedules every process"]
+    features = teacher._tokenize(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = teacher.model(**features).last_hidden_state
+    widened_first = torch.nn.functional.normalize(pool(hidden.float(), features["attention_mask"], "last"), dim=-1)
+    assert np.array_equal(teacher.score_batch(texts), widened_first.numpy())
 
 
 # ---------------------------------------------------------------------------------------------------------

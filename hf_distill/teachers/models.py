@@ -84,6 +84,11 @@ def _model_kwargs(
     return kwargs
 
 
+# The longest text the embedding teacher reads by default when a decoder checkpoint declares no max_seq_length
+# (Qwen3-Embedding's card embeds at 8192).
+EMBEDDING_MAX_LENGTH = 8192
+
+
 def _pinned(features: Any, device: torch.device) -> dict[str, torch.Tensor]:
     """Tokenizer output as a dict of CPU tensors, in pinned memory when they go to a GPU (asynchronous copy)."""
     tensors = dict(features)
@@ -501,6 +506,12 @@ class EmbeddingTeacher(Teacher):
             raise TeacherConfigError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
         self.tokenizer = self._load_tokenizer()
         self.max_length = max_length or (st and st["max_seq_length"]) or _default_max_length(self.tokenizer)
+        if max_length is None and self.pooling == "last" and self.max_length > EMBEDDING_MAX_LENGTH:
+            # A plain copy of a decoder embedder (no sentence_bert_config.json) reports its context (32k-131k for
+            # Qwen): the card embeds at 8192, and longer only costs memory.
+            logger.info("%s: max length %d capped at %d (pass --max_length to change it)", self.model_name_or_path,
+                        self.max_length, EMBEDDING_MAX_LENGTH)  # fmt: skip
+            self.max_length = EMBEDDING_MAX_LENGTH
         prompts = (st or {}).get("prompts", {})
         self.instruction = instruction
         self.query_prefix = (
@@ -560,5 +571,9 @@ class EmbeddingTeacher(Teacher):
         features = {key: value.to(self.device, non_blocking=True) for key, value in prepared.items()}
         outputs = self.model(**features)
         hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
-        embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
+        # cls / last select one row per text: pool first, then widen ([T, H], not the whole [T, L, H] state, in fp32).
+        if self.pooling == "mean":
+            embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
+        else:
+            embeddings = pool(hidden, features["attention_mask"], self.pooling).float()
         return F.normalize(embeddings, p=2, dim=-1).cpu().numpy()
