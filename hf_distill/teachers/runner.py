@@ -368,10 +368,14 @@ def partial_dir_for(output_file: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(output_file)}.partial")
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def prepare_work_dir(
@@ -620,12 +624,6 @@ def score_to_file(
     shutil.rmtree(work_dir, ignore_errors=True)
     _log_summary(plan, lengths, work, time.perf_counter() - start)
     return output_file
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _log_summary(plan: Sequence[np.ndarray], lengths: np.ndarray, work: ScoringWork, seconds: float) -> None:
