@@ -23,6 +23,7 @@ _PUBLIC = {
     "load_ranking_dataset": "data",
     "read_groups": "data",
     "iter_groups": "data",
+    "RankingSource": "data",
     "write_listwise_jsonl": "data",
     "eval_set_names": "data",
     "ModelArguments": "model_loading",

@@ -740,12 +740,17 @@ def read_groups(
 
 
 def iter_groups(
-    source: str | os.PathLike, format: str = "auto", split: str = "train", require_scores: bool = True
+    source: str | os.PathLike,
+    format: str = "auto",
+    split: str = "train",
+    require_scores: bool = True,
+    warn: bool = True,
 ) -> Iterator[RankingGroup]:
     """:func:`read_groups`, one group at a time: memory stays flat whatever the file's size (pointwise rows are
     the exception: a query's rows may be anywhere in the file, so they are grouped in memory first).
 
-    The per-file warnings (dropped duplicates, huge scores) are logged once the file has been read.
+    The per-file warnings (dropped duplicates, huge scores) are logged once the file has been read, unless
+    ``warn`` is false (a second pass over a file already warned about).
     """
     source = os.fspath(source)
     if format != "auto" and format not in FORMATS:
@@ -783,7 +788,51 @@ def iter_groups(
         groups, duplicates = list(pointwise.groups.values()), pointwise.duplicates
         large = [abs(s) for group in groups for s in (group.scores or ()) if abs(s) > _LARGE_SCORE]
         yield from groups
-    _warn_about_file(source, large, duplicates)
+    if warn:
+        _warn_about_file(source, large, duplicates)
+
+
+class RankingSource:
+    """A ranking data source that is read anew, one group at a time, each time it is iterated: for a job that
+    passes over data too big to hold twice (teacher scoring reads it once to plan and once to write).
+
+    Iterating gives what :func:`iter_groups` gives (the first ``limit`` groups when ``limit`` is set); the file's
+    warnings are logged on the first pass only (and not when ``limit`` stops it early). ``num_groups`` and ``num_pairs`` count the last complete pass.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        format: str = "auto",
+        split: str = "train",
+        require_scores: bool = True,
+        limit: int | None = None,
+    ) -> None:
+        self.source, self.format, self.split, self.require_scores, self.limit = (
+            os.fspath(source),
+            format,
+            split,
+            require_scores,
+            limit,
+        )
+        self.passes = 0
+        self.num_groups: int | None = None
+        self.num_pairs: int | None = None
+
+    def __iter__(self) -> Iterator[RankingGroup]:
+        groups = iter_groups(self.source, self.format, self.split, self.require_scores, warn=self.passes == 0)
+        count = pairs = 0
+        for group in groups:
+            if self.limit is not None and count >= self.limit:
+                break
+            count += 1
+            pairs += len(group.passages)
+            yield group
+        self.passes += 1
+        self.num_groups, self.num_pairs = count, pairs
+
+    def __repr__(self) -> str:
+        return f"RankingSource({self.source!r})"
 
 
 def _warn_about_file(source: str, large: list[float], duplicates: _Duplicates) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hf_distill.cli import exit_on_user_error, parse_config
-from hf_distill.data import FORMATS, read_groups
+from hf_distill.data import FORMATS, RankingSource
 from hf_distill.errors import ConfigError, TeacherConfigError
 from hf_distill.teachers import (
     DEFAULT_MAX_TOKENS_PER_BATCH,
@@ -87,7 +87,16 @@ class ScoringArguments:
         default=None,
         metadata={
             "help": "Longest input in tokens. Default: 8192 for qwen3_reranker (only query+document are "
-            "cut, never the prompt frame), the checkpoint's max_seq_length / model_max_length otherwise."
+            "cut, never the prompt frame), min(model_max_length, 1024) for cross_encoder, the checkpoint's "
+            "max_seq_length (8192 at most for last-token pooling) for embedding."
+        },
+    )
+    truncation: str | None = field(
+        default=None,
+        metadata={
+            "help": "cross_encoder only: longest_first (default; as sentence-transformers CrossEncoder) or "
+            "flagembedding (query cut to 3/4 of --max_length first, then only the passage; as FlagReranker).",
+            "choices": ["longest_first", "flagembedding"],
         },
     )
     pooling: str | None = field(
@@ -187,9 +196,14 @@ def main(argv: list[str] | None = None) -> int:
             "tensor_parallel_size": args.vllm_tensor_parallel_size,
             "engine_args": parse_engine_args(args.vllm_engine_args),  # a bad value fails here, before any work
         }
-    groups = read_groups(args.input_file, format=args.input_format, split=args.input_split, require_scores=False)
-    if args.max_queries is not None:
-        groups = groups[: args.max_queries]
+    # Streamed: read once to plan and once to write, never held in memory (any size of input).
+    groups = RankingSource(
+        args.input_file,
+        format=args.input_format,
+        split=args.input_split,
+        require_scores=False,
+        limit=args.max_queries,
+    )
     try:
         teacher = load_teacher(
             args.teacher_type,
@@ -202,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             attn_implementation=args.attn_implementation,
             trust_remote_code=args.trust_remote_code,
             prefix_cache=args.prefix_cache,
+            truncation=args.truncation,
             **backend_kwargs,
         )
     except OSError as error:  # transformers' "can't find / can't load" for a wrong path or offline Hub id
@@ -223,9 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if output is None:  # not rank 0: its share is written, rank 0 writes the file
         return 0
-    num_pairs = sum(len(group.passages) for group in groups)
     seconds = time.perf_counter() - start
-    logger.info("wrote %s: %d rows, %d scored pairs in %.1fs", output, len(groups), num_pairs, seconds)
+    logger.info("wrote %s: %d rows, %d scored pairs in %.1fs", output, groups.num_groups, groups.num_pairs, seconds)
     if args.push_to_hub:
         from hf_distill.hub import push_scored_dataset
 

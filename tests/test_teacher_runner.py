@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,139 @@ def test_the_summary_line_gives_tokens_padding_and_pairs_per_second(tmp_path, ca
         score_to_file(CountingTeacher(), groups(), tmp_path / "s.jsonl", max_tokens_per_batch=64, progress=False)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("scored "))
     assert "30 pairs" in line and "tokens, padding" in line and "pairs/s" in line
+
+
+class FastTeacher(CountingTeacher):
+    """CountingTeacher without the pause: for runs of many thousand pairs."""
+
+    def prepare_batch(self, items):
+        return list(items)
+
+    def run_batch(self, items):
+        return np.array([[len(q) + len(p) + 0.25] for q, p in items], dtype=np.float32)
+
+
+class TextTeacher(Teacher):
+    """A text teacher (embedding-like): a normalised 8-dim vector per text, from its characters."""
+
+    kind = "bi_encoder"
+
+    def __init__(self):
+        super().__init__("text", device="cpu")
+
+    @property
+    def output_dim(self):
+        return 8
+
+    def fingerprint(self):
+        return {"kind": "text"}
+
+    def _load_model(self):
+        return torch.nn.Identity()
+
+    def query_text(self, query):
+        return f"query: {query}"
+
+    def passage_text(self, passage):
+        return passage
+
+    def lengths(self, items):
+        return [len(t.split()) for t in items]
+
+    def prepare_batch(self, items):
+        return list(items)
+
+    def run_batch(self, items):
+        vectors = np.array([[(sum(map(ord, t)) * (d + 1)) % 97 + 1.0 for d in range(8)] for t in items], np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_mteb_rows(path, num_queries, candidates=10, words_per_passage=40):
+    rng = np.random.default_rng(0)
+    vocabulary = [f"word{i}" for i in range(2000)]
+    with open(path, "w", encoding="utf-8") as f:
+        for q in range(num_queries):
+            passages = [" ".join(rng.choice(vocabulary, size=words_per_passage)) for _ in range(candidates)]
+            f.write(json.dumps({"query": f"query {q}", "positive": passages[:1], "negative": passages[1:]}) + "\n")
+    return path
+
+
+def _traced_peak_bytes(function) -> int:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_streamed_scoring_holds_no_text_in_memory(tmp_path):
+    """Scoring a file streamed from disk: the peak grows by a few dozen bytes per pair (item numbers, lengths, plan,
+    one float), not by the texts (~400 bytes per pair here; ~3 KB for real passages). Before, every group, every
+    unique pair and a dict over them were held: 563 bytes per pair on this data (41 now)."""
+    from hf_distill.data import RankingSource
+
+    peaks = {}
+    for num_queries in (200, 2000):
+        rows = write_mteb_rows(tmp_path / f"rows{num_queries}.jsonl", num_queries)
+        output = tmp_path / f"scored{num_queries}.jsonl"
+        source = RankingSource(rows, require_scores=False)
+        peaks[num_queries] = _traced_peak_bytes(
+            lambda source=source, output=output: score_to_file(
+                FastTeacher(), source, output, max_tokens_per_batch=4096, progress=False
+            )
+        )
+        assert len(output.read_text().splitlines()) == num_queries
+    per_pair = (peaks[2000] - peaks[200]) / (1800 * 10)
+    assert per_pair < 150, f"{per_pair:.0f} bytes per pair"
+
+
+def test_a_streamed_file_scores_as_the_list_does(tmp_path):
+    from hf_distill.data import RankingSource, read_groups
+
+    rows = write_mteb_rows(tmp_path / "rows.jsonl", 30, candidates=4, words_per_passage=6)
+    streamed = score_to_file(
+        FastTeacher(), RankingSource(rows, require_scores=False), tmp_path / "a.jsonl", max_tokens_per_batch=64
+    )
+    listed = score_to_file(
+        FastTeacher(), read_groups(rows, require_scores=False), tmp_path / "b.jsonl", max_tokens_per_batch=64
+    )
+    assert streamed.read_bytes() == listed.read_bytes()
+    assert not partial_dir_for(streamed).exists() and not Path(f"{partial_dir_for(streamed)}.items.tmp").exists()
+
+
+def test_embedding_vectors_go_to_disk_and_give_the_in_memory_cosines(tmp_path, monkeypatch):
+    written = []
+    real_write = runner.VectorFile.write
+    monkeypatch.setattr(runner.VectorFile, "write", lambda self, i, v: written.append(len(i)) or real_write(self, i, v))
+    data = groups() + groups(3)  # repeated queries and passages: each text embedded once
+    output = score_to_file(TextTeacher(), data, tmp_path / "e.jsonl", max_tokens_per_batch=32, progress=False)
+    unique_texts = len({f"query: {g.query}" for g in data} | {p for g in data for p in g.passages})
+    assert sum(written) == unique_texts  # every vector went through the file, none held in an array
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    expected = score_groups(TextTeacher(), data, max_tokens_per_batch=32, progress=False)
+    assert [r["scores"] for r in rows] == expected
+    one = TextTeacher().run_batch([f"query: {data[0].query}", data[0].passages[2]])
+    assert rows[0]["scores"][2] == pytest.approx(float(one[0] @ one[1]), abs=1e-6)
+
+
+def test_a_one_shot_iterator_is_refused_with_what_to_pass():
+    with pytest.raises(TypeError, match="RankingSource"):
+        score_to_file(FastTeacher(), iter(groups()), "unused.jsonl", progress=False)
+
+
+def test_an_input_that_changes_between_the_two_reads_is_one_clear_error(tmp_path):
+    class Shrinking:
+        def __init__(self):
+            self.reads = 0
+
+        def __iter__(self):
+            self.reads += 1
+            return iter(groups() if self.reads == 1 else groups()[:4])
+
+    with pytest.raises(HfDistillError, match="the input changed while it was being scored"):
+        score_to_file(FastTeacher(), Shrinking(), tmp_path / "s.jsonl", max_tokens_per_batch=64, progress=False)

@@ -33,7 +33,8 @@ import shutil
 import socket
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,53 +59,157 @@ MANIFEST_VERSION = 1
 # ---------------------------------------------------------------------------------------------------------
 
 
+ITEM_KEY_BYTES = 16  # blake2b-128 of an item's bytes: a collision among 10^12 items has odds of about 10^-15
+
+
+def encode_item(unit: str, item: Any) -> bytes:
+    """The bytes an item is stored and keyed by: UTF-8 JSON ``[query, passage]`` for a pair, UTF-8 for a text."""
+    return json.dumps(item, ensure_ascii=False).encode("utf-8") if unit == "pair" else item.encode("utf-8")
+
+
+def decode_item(unit: str, raw: bytes) -> Any:
+    if unit == "pair":
+        query, passage = json.loads(raw)
+        return query, passage
+    return raw.decode("utf-8")
+
+
+class ItemFile(Sequence):
+    """The unique items of a run, on disk: ``items[k]`` reads item ``k``'s bytes at ``spans[k]`` with ``pread``.
+
+    The file holds every occurrence in input order (a duplicate is written again, and simply never read); only the
+    spans (two ``int64`` per unique item) are in memory. ``pread`` and not ``mmap``: pages read through a map count
+    in the process's resident memory until the kernel takes them back, pages read with ``pread`` live in the page
+    cache only. Safe to read from several threads.
+    """
+
+    def __init__(self, path: Path, spans: np.ndarray, unit: str):
+        self.path, self.spans, self.unit = Path(path), spans, unit
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        start, end = self.spans[index]
+        return decode_item(self.unit, os.pread(self._fd, int(end - start), int(start)))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 @dataclass
 class ScoringWork:
-    """Unique items and, per group, where its candidates' items are.
+    """Unique items, and for every candidate of every group (in input order) which item it is.
 
-    ``refs[g]`` is a list of item indices (pair teachers) or ``(query item, [passage items])`` (text teachers).
+    ``item_of`` lists, group after group, the item of each candidate (pair teachers), or the query's item and then
+    each candidate's (text teachers). ``query_ids[k]`` is the first-seen index of item ``k``'s query (pair items;
+    for query-grouped plans). ``item_of`` and ``group_sizes`` are ``None`` where only the scoring share is needed
+    (ranks other than 0).
     """
 
     unit: str
-    items: list[Any]
-    refs: list[Any]
-    query_ids: np.ndarray | None = None  # pair items: the index of each item's query (for query-grouped plans)
+    items: Sequence[Any]
+    item_of: np.ndarray | None
+    group_sizes: np.ndarray | None
+    query_ids: np.ndarray | None = None
+    groups_sha256: str = ""
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_sizes) if self.group_sizes is not None else 0
 
     @property
     def num_pairs(self) -> int:
-        return sum(len(r) if self.unit == "pair" else len(r[1]) for r in self.refs)
+        return int(self.group_sizes.sum()) if self.group_sizes is not None else 0
 
 
-def build_work(teacher: Teacher, groups: Sequence[RankingGroup]) -> ScoringWork:
-    """Flatten groups into unique items (first-seen order) and the references that rebuild the groups."""
-    index: dict[Any, int] = {}
-    items: list[Any] = []
+def first_seen_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number equal keys in first-seen order: ``(ids, firsts)`` with ``ids[i]`` the number of ``keys[i]`` and
+    ``firsts[k]`` where number ``k`` first appears. Sorting, not a dict: ~40 bytes a key at the peak, not ~150."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    number = np.empty(len(order), dtype=np.int64)
+    number[order] = np.arange(len(order))
+    ids = number[inverse.ravel()]
+    dtype = np.int32 if len(order) < 2**31 else np.int64
+    return ids.astype(dtype), first[order]
 
-    def item_id(key: Any) -> int:
-        found = index.get(key)
-        if found is None:
-            found = index[key] = len(items)
-            items.append(key)
-        return found
 
-    refs: list[Any] = []
-    if teacher.unit == "pair":
-        query_index: dict[str, int] = {}
-        query_ids: list[int] = []
+def _group_digest_line(group: RankingGroup) -> bytes:
+    return json.dumps([group.query, group.passages], ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def build_work(
+    teacher: Teacher, groups: Iterable[RankingGroup], items_path: str | os.PathLike | None = None
+) -> ScoringWork:
+    """One pass over ``groups``: the unique items in first-seen order, where each candidate's item is, and the
+    input's sha256 (:func:`groups_fingerprint`).
+
+    With ``items_path`` the items go to that file (:class:`ItemFile`) and memory holds ~30 bytes per candidate,
+    whatever the texts' length; without it they are kept in a list. Items are told apart by a 128-bit hash of
+    their bytes (:data:`ITEM_KEY_BYTES`), deduplicated by sorting.
+    """
+    unit = teacher.unit
+    digest = hashlib.sha256()
+    keys = bytearray()  # ITEM_KEY_BYTES per occurrence
+    query_keys = bytearray()  # per group (pair teachers: for query-grouped plans)
+    sizes = array("q")
+    ends = array("q")  # byte offset after each occurrence in the items file
+    in_memory: list[Any] = []
+    sink = open(items_path, "wb") if items_path is not None else None
+    written = 0
+
+    def add(item: Any) -> None:
+        nonlocal written
+        raw = encode_item(unit, item)
+        keys.extend(hashlib.blake2b(raw, digest_size=ITEM_KEY_BYTES).digest())
+        if sink is None:
+            in_memory.append(item)
+        else:
+            sink.write(raw)
+            written += len(raw)
+            ends.append(written)
+
+    try:
         for group in groups:
-            row = []
-            for passage in group.passages:
-                before = len(items)
-                row.append(item_id((group.query, passage)))
-                if len(items) > before:
-                    query_ids.append(query_index.setdefault(group.query, len(query_index)))
-            refs.append(row)
-        return ScoringWork(teacher.unit, items, refs, np.asarray(query_ids, dtype=np.int64))
+            digest.update(_group_digest_line(group))
+            sizes.append(len(group.passages))
+            if unit == "pair":
+                query_keys.extend(hashlib.blake2b(group.query.encode("utf-8"), digest_size=ITEM_KEY_BYTES).digest())
+                for passage in group.passages:
+                    add((group.query, passage))
+            else:
+                add(teacher.query_text(group.query))
+                for passage in group.passages:
+                    add(teacher.passage_text(passage))
+    finally:
+        if sink is not None:
+            sink.close()
+    key_view = np.frombuffer(keys, dtype=f"V{ITEM_KEY_BYTES}")  # no copy
+    item_of, firsts = first_seen_ids(key_view)
+    del key_view
+    keys.clear()
+    group_sizes = np.frombuffer(sizes, dtype=np.int64).astype(np.int32)
+    query_ids = None
+    if unit == "pair":
+        group_query, _ = first_seen_ids(np.frombuffer(query_keys, dtype=f"V{ITEM_KEY_BYTES}"))
+        group_of_occurrence = np.repeat(np.arange(len(group_sizes), dtype=np.int32), group_sizes)
+        query_ids = group_query[group_of_occurrence[firsts]].astype(np.int64)
+        del group_of_occurrence
+    if sink is None:
+        items: Sequence[Any] = [in_memory[f] for f in firsts]
     else:
-        for group in groups:
-            query = item_id(teacher.query_text(group.query))
-            refs.append((query, [item_id(teacher.passage_text(passage)) for passage in group.passages]))
-    return ScoringWork(teacher.unit, items, refs)
+        stops = np.frombuffer(ends, dtype=np.int64)
+        starts = np.concatenate([[0], stops[:-1]]) if len(stops) else stops
+        items = ItemFile(Path(items_path), np.stack([starts[firsts], stops[firsts]], axis=1), unit)
+    return ScoringWork(unit, items, item_of, group_sizes, query_ids, digest.hexdigest())
 
 
 def plan_batches(lengths: Sequence[int] | np.ndarray, max_tokens_per_batch: int) -> list[np.ndarray]:
@@ -178,7 +283,8 @@ def item_lengths(teacher: Teacher, items: Sequence[Any], chunk: int | None = Non
     chunk = chunk or LENGTH_CHUNK
     lengths = np.empty(len(items), dtype=np.int32)
     for start in range(0, len(items), chunk):
-        lengths[start : start + chunk] = teacher.lengths(items[start : start + chunk])
+        stop = min(start + chunk, len(items))
+        lengths[start:stop] = teacher.lengths([items[i] for i in range(start, stop)])
     return lengths
 
 
@@ -217,16 +323,35 @@ def check_finite(values: np.ndarray, batch: np.ndarray, work: ScoringWork, teach
     )
 
 
-def combine(work: ScoringWork, values: np.ndarray) -> list[list[float]]:
-    """Per-group score lists from per-item values (a pair's score, or the cosine of two normalised embeddings)."""
-    if work.unit == "pair":
-        flat = values[:, 0]
-        return [[float(flat[i]) for i in ref] for ref in work.refs]
-    scores = []
-    for query, passages in work.refs:
-        cosines = values[passages] @ values[query]  # float32, deterministic for fixed inputs
-        scores.append([float(c) for c in cosines])
-    return scores
+def combine(work: ScoringWork, values: Any, groups: Iterable[RankingGroup]) -> Iterator[RankingGroup]:
+    """``groups`` again, with their scores: a pair's value, or the cosine of two normalised embeddings.
+
+    ``values[indices]`` gives the items' values (a numpy array, or a :class:`VectorFile`). ``groups`` must be the
+    input that ``work`` was built from, read again (checked group by group).
+    """
+    position = 0
+    count = -1
+    for count, group in enumerate(groups):
+        if count >= work.num_groups or len(group.passages) != int(work.group_sizes[count]):
+            raise HfDistillError(
+                f"the input changed while it was being scored (group {count} differs from the first read). Fix: "
+                "do not modify the input file while score_teacher runs; rerun with --overwrite_partial."
+            )
+        size = len(group.passages)
+        if work.unit == "pair":
+            scores = values[work.item_of[position : position + size]][:, 0]
+            position += size
+        else:
+            query = int(work.item_of[position])
+            passages = work.item_of[position + 1 : position + 1 + size]
+            scores = values[passages] @ values[np.array([query])][0]  # float32, deterministic for fixed inputs
+            position += size + 1
+        yield RankingGroup(group.query, list(group.passages), scores.tolist(), group.labels)
+    if count + 1 != work.num_groups:
+        raise HfDistillError(
+            f"the input changed while it was being scored ({count + 1} groups on the second read, "
+            f"{work.num_groups} on the first). Fix: do not modify the input file while score_teacher runs."
+        )
 
 
 def _progress(total: int, unit: str, enabled: bool, desc: str) -> tqdm:
@@ -235,11 +360,15 @@ def _progress(total: int, unit: str, enabled: bool, desc: str) -> tqdm:
 
 def score_groups(
     teacher: Teacher,
-    groups: Sequence[RankingGroup],
+    groups: Iterable[RankingGroup],
     max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
     progress: bool = True,
 ) -> list[list[float]]:
-    """Score groups in memory, in one process, with nothing written: a list of raw fp32 scores per group."""
+    """Score groups in memory, in one process, with nothing written: a list of raw fp32 scores per group.
+
+    ``groups`` is read twice (a list, or a re-iterable such as :class:`hf_distill.data.RankingSource`).
+    """
+    require_reiterable(groups)
     work = build_work(teacher, groups)
     lengths = item_lengths(teacher, work.items)
     values = np.zeros((len(work.items), teacher.output_dim), dtype=np.float32)
@@ -250,7 +379,7 @@ def score_groups(
             check_finite(batch_values, batch, work, teacher)
             values[batch] = batch_values
             bar.update(len(batch))
-    return combine(work, values)
+    return [group.scores for group in combine(work, values, groups)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -275,23 +404,65 @@ def encode_records(indices: np.ndarray, values: np.ndarray) -> bytes:
     return bytes(raw)
 
 
+class VectorFile:
+    """One ``float32[dim]`` row per item in a file, written and read with ``pwrite``/``pread``: the embedding
+    teacher's vectors (4 KB each for a 1024-dim model, 4 GB for a million texts) stay on disk, not in memory."""
+
+    def __init__(self, path: Path, num_items: int, dim: int):
+        self.path, self.num_items, self.dim = Path(path), num_items, dim
+        self.row_bytes = 4 * dim
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(self._fd, num_items * self.row_bytes)
+
+    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+        rows = np.ascontiguousarray(values, dtype="<f4")
+        for index, row in zip(indices.tolist(), rows):
+            os.pwrite(self._fd, row.tobytes(), index * self.row_bytes)
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices), self.dim), dtype=np.float32)
+        for row, index in enumerate(np.asarray(indices).tolist()):
+            out[row] = np.frombuffer(os.pread(self._fd, self.row_bytes, index * self.row_bytes), dtype="<f4")
+        return out
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class RecordStore:
     """Reads every ``scores.rank*.bin`` of a work dir, incrementally, keeping which items are done.
 
     Only whole records with a valid CRC count; a torn or corrupt record is skipped (its item is scored again).
+    With ``keep_values`` their values are kept: in memory (``values``, an array), or with ``values_file`` in a
+    :class:`VectorFile` (for embeddings, whose vectors would not fit in memory at scale).
     """
 
-    def __init__(self, work_dir: Path, num_items: int, dim: int, keep_values: bool = False):
+    READ_BYTES = 8 << 20  # records are read 8 MB at a time: the peak does not grow with the number of items
+
+    def __init__(
+        self,
+        work_dir: Path,
+        num_items: int,
+        dim: int,
+        keep_values: bool = False,
+        values_file: Path | None = None,
+    ):
         self.work_dir = work_dir
         self.dtype = record_dtype(dim)
         self.done = np.zeros(num_items, dtype=bool)
-        self.values = np.zeros((num_items, dim), dtype=np.float32) if keep_values else None
+        self.values: Any = None
+        if keep_values:
+            self.values = (
+                VectorFile(values_file, num_items, dim)
+                if values_file is not None
+                else np.zeros((num_items, dim), dtype=np.float32)
+            )
         self.offsets: dict[str, int] = {}
 
     def refresh(self) -> int:
         """Read records written since the last call; returns the number of items done."""
         size = self.dtype.itemsize
-        chunk = max(1, (64 << 20) // size) * size  # read 64 MB at a time: embedding records add up to GBs
+        chunk = max(1, self.READ_BYTES // size) * size
         for path in sorted(self.work_dir.glob("scores.rank*.bin")):
             with open(path, "rb") as f:
                 f.seek(self.offsets.get(path.name, 0))
@@ -316,7 +487,9 @@ class RecordStore:
         indices = records["index"]
         valid &= (indices >= 0) & (indices < len(self.done))
         self.done[indices[valid]] = True
-        if self.values is not None:
+        if isinstance(self.values, VectorFile):
+            self.values.write(indices[valid], records["values"][valid])
+        elif self.values is not None:
             self.values[indices[valid]] = records["values"][valid]
 
 
@@ -335,12 +508,11 @@ def _open_own_record_file(path: Path, record_size: int):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def groups_fingerprint(groups: Sequence[RankingGroup]) -> str:
+def groups_fingerprint(groups: Iterable[RankingGroup]) -> str:
     """sha256 of the queries and passages, in order: what the scores depend on (labels are copied, not scored)."""
     digest = hashlib.sha256()
     for group in groups:
-        digest.update(json.dumps([group.query, group.passages], ensure_ascii=False).encode("utf-8"))
-        digest.update(b"\n")
+        digest.update(_group_digest_line(group))
     return digest.hexdigest()
 
 
@@ -379,9 +551,18 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def prepare_work_dir(
-    work_dir: Path, fingerprint: dict[str, Any], teacher: Teacher, work: ScoringWork, overwrite: bool
+    work_dir: Path,
+    fingerprint: dict[str, Any],
+    teacher: Teacher,
+    work: ScoringWork,
+    overwrite: bool,
 ) -> np.ndarray:
-    """Create, check or reset the work dir (rank 0 only); returns the item lengths, cached in ``lengths.npy``."""
+    """Create, check or reset the work dir (rank 0 only) and put the run's items in it; returns the item lengths,
+    cached in ``lengths.npy``.
+
+    ``work.items`` is an :class:`ItemFile` written next to the work dir; it moves in as ``items.bin`` (with its
+    spans and query ids, for the other ranks) and ``work.items`` then reads from there.
+    """
     manifest_path = work_dir / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -406,17 +587,43 @@ def prepare_work_dir(
         # No manifest means the earlier run died before writing any result: nothing to keep.
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    items = work.items
+    if isinstance(items, ItemFile):
+        items.close()
+        # Same input, same bytes: on a resume this replaces the file with an identical one.
+        os.replace(items.path, work_dir / "items.bin")
+        work.items = ItemFile(work_dir / "items.bin", items.spans, items.unit)
+        _save_array_atomic(work_dir / "items.spans.npy", items.spans)
+        if work.query_ids is not None:
+            _save_array_atomic(work_dir / "query_ids.npy", work.query_ids)
     lengths_path = work_dir / "lengths.npy"
     if manifest_path.exists() and lengths_path.exists():
         return np.load(lengths_path)
     logger.info("tokenizing %d unique %ss to plan batches", len(work.items), work.unit)
     lengths = item_lengths(teacher, work.items)
-    tmp = work_dir / ".lengths.tmp.npy"
-    np.save(tmp, lengths)
-    os.replace(tmp, lengths_path)
-    # The manifest is written last: its presence means the lengths and fingerprint are complete.
+    _save_array_atomic(lengths_path, lengths)
+    # The manifest is written last: its presence means the items, lengths and fingerprint are complete.
     _write_json_atomic(manifest_path, {"version": MANIFEST_VERSION, "fingerprint": fingerprint})
     return lengths
+
+
+def _save_array_atomic(path: Path, array_: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array_)
+    os.replace(tmp, path)
+
+
+def _load_shared_work(work_dir: Path, unit: str) -> ScoringWork:
+    """What a rank other than 0 needs to score its share: the items rank 0 put in the work dir."""
+    spans = np.load(work_dir / "items.spans.npy")
+    query_path = work_dir / "query_ids.npy"
+    query_ids = np.load(query_path) if query_path.exists() else None
+    return ScoringWork(unit, ItemFile(work_dir / "items.bin", spans, unit), None, None, query_ids)
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Fingerprints equal in what a rank other than 0 computes (all but ``num_items``, which rank 0 counts)."""
+    return {k: v for k, v in a.items() if k != "num_items"} == {k: v for k, v in b.items() if k != "num_items"}
 
 
 def _all_ranks_agree(world_size: int, ok: Callable[[], bool]) -> bool:
@@ -453,7 +660,7 @@ def _already_complete(output_file: Path, work_dir: Path, fingerprint: dict[str, 
     if not output_file.exists() or not done.exists() or work_dir.exists():
         return False
     try:
-        return json.loads(done.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+        return _same_run(json.loads(done.read_text(encoding="utf-8")).get("fingerprint") or {}, fingerprint)
     except (OSError, ValueError):
         return False
 
@@ -505,9 +712,18 @@ def _score_batches(
             bar.update(int(missing.sum()))
 
 
+def require_reiterable(groups: Iterable[RankingGroup]) -> None:
+    """Refuse a one-shot iterator: scoring reads the groups twice (to plan, then to write)."""
+    if isinstance(groups, Iterator):
+        raise TypeError(
+            "groups are read twice (to plan the work, then to write the scores), so a one-shot iterator or "
+            "generator cannot be scored. Fix: pass a list, or hf_distill.data.RankingSource(path) to stream a file."
+        )
+
+
 def score_to_file(
     teacher: Teacher,
-    groups: Sequence[RankingGroup],
+    groups: Iterable[RankingGroup],
     output_file: str | os.PathLike,
     max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
     overwrite_partial: bool = False,
@@ -519,6 +735,11 @@ def score_to_file(
 ) -> Path | None:
     """Score every candidate of ``groups`` and write listwise JSONL ``{query, passages, scores, labels}``.
 
+    ``groups`` is read twice by rank 0 (to find the unique items, then to write the scores) and once by the other
+    ranks (to check they were given the same input): a list, or :class:`hf_distill.data.RankingSource` to stream a
+    file of any size. Memory then holds ~40 bytes per candidate (item numbers, lengths, the plan, one float per
+    pair); the texts wait on disk in the work dir, and an embedding teacher's vectors too.
+
     Call it in every process of an ``accelerate launch`` (rank and world size come from the environment).
     Rank 0 returns the output path once the file is complete; other ranks return ``None`` when their share is
     done. Rerunning after a kill resumes from ``<output_file>.partial/``; rerunning after success finds the run
@@ -529,33 +750,52 @@ def score_to_file(
         NonFiniteScoreError: the teacher gave a NaN or infinite value (the run stops at that batch).
         ConfigError: with several nodes, the work dir is not on a file system they share.
     """
+    require_reiterable(groups)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     output_file = Path(output_file)
+    output_file.parent.mkdir(parents=True, exist_ok=True)
     work_dir = partial_dir_for(output_file)
-    work = build_work(teacher, groups)
+    if rank == 0:
+        items_tmp = Path(f"{work_dir}.items.tmp")
+        try:
+            work = build_work(teacher, groups, items_path=items_tmp)
+        except BaseException:
+            items_tmp.unlink(missing_ok=True)
+            raise
+        sha, num_groups = work.groups_sha256, work.num_groups
+    else:
+        work, sha, num_groups = None, hashlib.sha256(), 0
+        for group in groups:  # only to check that every process was given the same input
+            sha.update(_group_digest_line(group))
+            num_groups += 1
+        sha = sha.hexdigest()
     fingerprint = {
-        "input": {"groups_sha256": groups_fingerprint(groups), "num_groups": len(groups)},
+        "input": {"groups_sha256": sha, "num_groups": num_groups},
         "teacher": teacher.fingerprint(),
-        "num_items": len(work.items),
+        "num_items": len(work.items) if work is not None else None,
         "record_dim": teacher.output_dim,
     }
-    if input_name is not None:
+    if input_name is not None and work is not None:
         logger.info(
             "%s: %d groups, %d pairs, %d unique %ss",
             input_name,
-            len(groups),
+            work.num_groups,
             work.num_pairs,
             len(work.items),
             work.unit,
         )
     if _already_complete(output_file, work_dir, fingerprint):
         if rank == 0:
+            Path(f"{work_dir}.items.tmp").unlink(missing_ok=True)
             logger.info("%s is already complete (same input, teacher and options): nothing to score", output_file)
         return output_file if rank == 0 else None
     start = time.perf_counter()
     if rank == 0:
-        lengths = prepare_work_dir(work_dir, fingerprint, teacher, work, overwrite_partial)
+        try:
+            lengths = prepare_work_dir(work_dir, fingerprint, teacher, work, overwrite_partial)
+        finally:
+            Path(f"{work_dir}.items.tmp").unlink(missing_ok=True)
         for stale in [*work_dir.glob("done.rank*"), *work_dir.glob("failed.rank*")]:
             stale.unlink()  # markers of an earlier attempt: this one writes its own
     manifest_path = work_dir / "manifest.json"
@@ -568,17 +808,24 @@ def score_to_file(
         )
     if rank != 0:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest["fingerprint"] != fingerprint:
+        if not _same_run(manifest["fingerprint"], fingerprint):
             raise ResumeMismatchError(
                 f"rank {rank} computed another fingerprint than rank 0 for {work_dir}: "
-                + "; ".join(describe_changes(manifest["fingerprint"], fingerprint))
+                + "; ".join(
+                    describe_changes(
+                        manifest["fingerprint"], {**fingerprint, "num_items": manifest["fingerprint"].get("num_items")}
+                    )
+                )
                 + ". Fix: give every process the same input, teacher and options."
             )
+        fingerprint["num_items"] = manifest["fingerprint"]["num_items"]
+        work = _load_shared_work(work_dir, teacher.unit)
         lengths = np.load(work_dir / "lengths.npy")
 
+    num_items = fingerprint["num_items"]
     plan = plan_for(teacher, work, lengths, max_tokens_per_batch)
     batches = plan[rank::world_size]
-    store = RecordStore(work_dir, len(work.items), teacher.output_dim)
+    store = RecordStore(work_dir, num_items, teacher.output_dim)
     store.refresh()
     todo = [batch for batch in batches if not store.done[batch].all()]
     remaining = int(sum((~store.done[batch]).sum() for batch in todo))
@@ -599,10 +846,13 @@ def score_to_file(
     _write_text_atomic(_marker(work_dir, "done", rank), str(len(todo)))
 
     if rank != 0:
+        work.items.close()
         return None
-    _wait_for_ranks(work_dir, world_size, store, len(work.items), work.unit, poll_seconds)
-    full = RecordStore(work_dir, len(work.items), teacher.output_dim, keep_values=True)
-    full.refresh()
+    del store
+    _wait_for_ranks(
+        work_dir, world_size, RecordStore(work_dir, num_items, teacher.output_dim), num_items, work.unit, poll_seconds
+    )
+    full = _read_all_records(work_dir, num_items, teacher)
     missing = np.flatnonzero(~full.done)
     if len(missing):
         # Records that never read back valid (a torn or unflushed write another process made): score them here.
@@ -612,18 +862,29 @@ def score_to_file(
         again = [batch[~full.done[batch]] for batch in plan if not full.done[batch].all()]
         with _progress(len(missing), teacher.unit, progress, "teacher scoring (missing)") as bar:
             _score_batches(teacher, work, again, full.done, work_dir / "scores.rank0.bin", bar)
-        full = RecordStore(work_dir, len(work.items), teacher.output_dim, keep_values=True)
-        if full.refresh() < len(work.items):
+        full = _read_all_records(work_dir, num_items, teacher)
+        if int(full.done.sum()) < num_items:
             raise HfDistillError(
                 f"{work_dir}: records still unreadable after rescoring. Fix: delete {work_dir} and rerun."
             )
-    scores = combine(work, full.values)
-    scored = [RankingGroup(g.query, list(g.passages), s, g.labels) for g, s in zip(groups, scores)]
-    write_listwise_jsonl(scored, output_file)
+    write_listwise_jsonl(combine(work, full.values, groups), output_file)
+    if isinstance(full.values, VectorFile):
+        full.values.close()
+    work.items.close()
     _write_json_atomic(completion_file_for(output_file), {"version": MANIFEST_VERSION, "fingerprint": fingerprint})
     shutil.rmtree(work_dir, ignore_errors=True)
     _log_summary(plan, lengths, work, time.perf_counter() - start)
     return output_file
+
+
+def _read_all_records(work_dir: Path, num_items: int, teacher: Teacher) -> RecordStore:
+    """Every valid record of the work dir with its values: pair scores in memory, embeddings in ``vectors.f32``."""
+    vectors = work_dir / "vectors.f32" if teacher.unit == "text" else None
+    if vectors is not None:
+        vectors.unlink(missing_ok=True)
+    full = RecordStore(work_dir, num_items, teacher.output_dim, keep_values=True, values_file=vectors)
+    full.refresh()
+    return full
 
 
 def _log_summary(plan: Sequence[np.ndarray], lengths: np.ndarray, work: ScoringWork, seconds: float) -> None:
