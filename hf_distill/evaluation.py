@@ -98,6 +98,8 @@ def load_scorer(
             instruction=instruction,
             dtype="float32",  # before and after are compared to the 4th decimal: no half-precision noise
             device=device,
+            # A decoder student with a one-logit head learnt from tokenizer(query, passage): score it that way.
+            **({"allow_decoder": True} if model_kind == CROSS_ENCODER else {}),
         )
     except (TeacherConfigError, OSError) as error:
         raise ConfigError(f"cannot score {model_name_or_path} as a {task}: {str(error).rstrip('.')}.") from None

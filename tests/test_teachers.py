@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -369,3 +370,73 @@ def test_qwen3_reranker_scorer_defaults_to_the_length_the_checkpoint_was_saved_w
     tokenizer.save_pretrained(student)
     assert Qwen3RerankerTeacher(str(student), device="cpu").max_length == QWEN3_RERANKER_MAX_LENGTH
     assert Qwen3RerankerTeacher(str(student), device="cpu", max_length=300).max_length == 300
+
+
+def _tiny_cross_encoder(directory, tokenizer_path, model_max_length=None):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    if model_max_length is not None:
+        tokenizer.model_max_length = model_max_length
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=8192, num_labels=1)  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def test_cross_encoder_length_defaults_to_1024_at_most(minilm_path, tmp_path, caplog):
+    """bge-reranker-v2-m3's tokenizer says 8192; it was fine-tuned at 1024 (review item 10)."""
+    long_one = _tiny_cross_encoder(tmp_path / "long", minilm_path, model_max_length=8192)
+    with caplog.at_level(logging.INFO, logger="hf_distill"):
+        assert load_teacher("cross_encoder", long_one, device="cpu").max_length == 1024
+    assert "its tokenizer allows 8192" in caplog.text
+    short = _tiny_cross_encoder(tmp_path / "short", minilm_path, model_max_length=512)
+    assert load_teacher("cross_encoder", short, device="cpu").max_length == 512
+    assert load_teacher("cross_encoder", long_one, device="cpu", max_length=4096).max_length == 4096
+
+
+def test_flagembedding_truncation_cuts_the_query_to_three_quarters_then_only_the_passage(minilm_path, tmp_path):
+    """FlagReranker.compute_score: query ids cut at 3/4 of max_length, then [CLS] q [SEP] p [SEP] with only the
+    passage cut to fit. Built here from the token ids, independently of the teacher's code."""
+    from transformers import AutoTokenizer
+
+    path = _tiny_cross_encoder(tmp_path / "ce", minilm_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    max_length = 32
+    long_query = " ".join(f"question{i} about files" for i in range(20))
+    long_passage = " ".join(f"passage{i} text" for i in range(40))
+    pairs = [(long_query, long_passage), ("short query", long_passage), ("short query", "short passage")]
+    teacher = load_teacher("cross_encoder", path, device="cpu", max_length=max_length, truncation="flagembedding")
+    got = teacher._tokenize(pairs)["input_ids"]
+    for (query, passage), ids in zip(pairs, got):
+        q = tokenizer(query, add_special_tokens=False)["input_ids"][: max_length * 3 // 4]
+        p = tokenizer(passage, add_special_tokens=False)["input_ids"][: max_length - len(q) - 3]
+        assert ids == [tokenizer.cls_token_id, *q, tokenizer.sep_token_id, *p, tokenizer.sep_token_id]
+    default = load_teacher("cross_encoder", path, device="cpu", max_length=max_length)._tokenize(pairs)["input_ids"]
+    assert default[0] != got[0]  # longest_first cuts the long query further: another input, another score
+    assert teacher.fingerprint()["truncation"] == "flagembedding"
+    assert "truncation" not in load_teacher("cross_encoder", path, device="cpu").fingerprint()  # old dirs resume
+
+
+def test_a_decoder_sequence_classifier_is_refused_as_a_cross_encoder_teacher(tiny_qwen3, tmp_path):
+    """A one-label Qwen3ForSequenceClassification (a *-seq-cls conversion) fed tokenizer(query, passage) without
+    its chat prompt gives meaningless scores (review item 11); a decoder student trained that way still scores."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_distill.evaluation import load_scorer
+
+    config = AutoConfig.from_pretrained(tiny_qwen3, num_labels=1)
+    config.pad_token_id = 0
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_qwen3).save_pretrained(tmp_path)
+    with pytest.raises(TeacherConfigError, match="is a decoder .*--teacher_type qwen3_reranker"):
+        load_teacher("cross_encoder", str(tmp_path), device="cpu")
+    scorer = load_scorer("reranker", str(tmp_path), device="cpu", max_length=64)
+    assert len(score_groups(scorer, [RankingGroup("q", ["a b", "c"], None, None)], progress=False)[0]) == 2
+
+
+def test_truncation_is_refused_for_teachers_it_does_not_apply_to(tiny_qwen3):
+    with pytest.raises(TeacherConfigError, match="--truncation applies to cross_encoder teachers only"):
+        load_teacher("qwen3_reranker", tiny_qwen3, truncation="flagembedding")

@@ -82,6 +82,8 @@ def load_teacher(
     trust_remote_code: bool = False,
     model: torch.nn.Module | None = None,
     prefix_cache: bool = True,
+    truncation: str | None = None,
+    allow_decoder: bool = False,
     **backend_kwargs: Any,
 ) -> Teacher:
     """Build a teacher from its kind (:mod:`hf_distill.kinds`) and backend.
@@ -91,6 +93,7 @@ def load_teacher(
     silently ignored. ``model`` (cross_encoder and bi_encoder only) scores with an already loaded model; see
     :class:`Teacher`. ``prefix_cache`` (causal_lm, HF backend): run each query's shared prompt prefix once and
     reuse its KV cache for the query's candidates (same scores; ``False`` runs every prompt whole).
+    ``truncation`` and ``allow_decoder``: cross_encoder only, see :class:`CrossEncoderTeacher`.
     """
     if teacher_type not in TEACHER_TYPES:
         raise TeacherConfigError(f"teacher_type must be one of {TEACHER_TYPES}, got {teacher_type!r}")
@@ -106,6 +109,11 @@ def load_teacher(
         raise TeacherConfigError(f"--pooling applies to embedding teachers only, not {teacher_type!r}. Fix: drop it.")
     if instruction is not None and kind == CROSS_ENCODER:
         raise TeacherConfigError("a cross-encoder teacher takes no instruction. Fix: drop --instruction.")
+    if truncation is not None and kind != CROSS_ENCODER:
+        raise TeacherConfigError(
+            f"--truncation applies to cross_encoder teachers only, not {teacher_type!r} (qwen3_reranker cuts the "
+            "document and never the prompt; an embedding model cuts each text). Fix: drop it."
+        )
     if model is not None and kind == CAUSAL_LM:
         raise TeacherConfigError("an in-memory model= is supported for cross_encoder and embedding teachers only.")
     common = dict(
@@ -122,5 +130,11 @@ def load_teacher(
             return Qwen3RerankerVLLMTeacher(model_name_or_path, instruction=instruction, **common, **backend_kwargs)
         return Qwen3RerankerTeacher(model_name_or_path, instruction=instruction, prefix_cache=prefix_cache, **common)
     if kind == CROSS_ENCODER:
-        return CrossEncoderTeacher(model_name_or_path, model=model, **common)
+        return CrossEncoderTeacher(
+            model_name_or_path,
+            model=model,
+            truncation=truncation or "longest_first",
+            allow_decoder=allow_decoder,
+            **common,
+        )
     return EmbeddingTeacher(model_name_or_path, pooling=pooling, instruction=instruction, model=model, **common)

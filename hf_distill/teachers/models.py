@@ -405,20 +405,77 @@ class Qwen3RerankerTeacher(Teacher):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _refuse_decoder(config: Any, model_name_or_path: str) -> None:
+    """A decoder (causal-LM family) checkpoint cannot be a cross-encoder teacher: see :class:`CrossEncoderTeacher`."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return  # an encoder (BERT, XLM-RoBERTa, ModernBERT, ...): what cross_encoder is for
+    architectures = ", ".join(getattr(config, "architectures", None) or [model_type])
+    raise TeacherConfigError(
+        f"{model_name_or_path} is a decoder ({architectures}), not an encoder cross-encoder: fed "
+        "tokenizer(query, passage) without the prompt it was trained with, it gives meaningless scores. Fix: for "
+        "Qwen3-Reranker use the original checkpoint (e.g. Qwen/Qwen3-Reranker-8B) with --teacher_type qwen3_reranker "
+        "(its yes/no prompt; a *-seq-cls conversion is for vLLM serving); other causal-LM rerankers (e.g. "
+        "bge-reranker-v2-gemma, which scores a 'Yes' token after its own prompt) are not supported as teachers."
+    )
+
+
+CROSS_ENCODER_TRUNCATIONS = ("longest_first", "flagembedding")
+CROSS_ENCODER_MAX_LENGTH = 1024  # what BAAI fine-tuned bge-reranker-v2-m3 at (its tokenizer allows 8192)
+
+
 class CrossEncoderTeacher(Teacher):
     """A ``AutoModelForSequenceClassification`` cross-encoder with one output: score = its raw logit.
 
-    Pairs are tokenized as ``tokenizer(query, passage, truncation="longest_first")``, as
-    ``sentence_transformers.CrossEncoder`` does, so scores equal ``CrossEncoder.predict(...,
-    activation_fn=Identity())``. ``max_length`` defaults to the tokenizer's ``model_max_length``.
+    Truncation, ``truncation=``:
+
+    * ``"longest_first"`` (default): ``tokenizer(query, passage, truncation="longest_first")``, as
+      ``sentence_transformers.CrossEncoder`` does, so scores equal ``CrossEncoder.predict(...,
+      activation_fn=Identity())``;
+    * ``"flagembedding"``: as ``FlagEmbedding.FlagReranker.compute_score(normalize=False)``: the query is cut to
+      ``3/4 * max_length`` tokens first, then only the passage is cut to fit.
+
+    ``max_length`` defaults to ``min(model_max_length, 1024)``: bge-reranker-v2-m3's tokenizer says 8192, but
+    the model was fine-tuned at 1024 (BAAI's advice) and attention costs grow with the square of the length.
+
+    Decoder checkpoints are refused: a ``Qwen3ForSequenceClassification`` conversion of Qwen3-Reranker needs its
+    chat prompt, which ``tokenizer(query, passage)`` does not give (scores would be meaningless), and causal-LM
+    rerankers such as bge-reranker-v2-gemma score a token after a prompt of their own. ``allow_decoder=True``
+    scores one anyway: for a student trained here with a one-logit head on a decoder, which learnt from exactly
+    ``tokenizer(query, passage)``.
     """
 
     kind = CROSS_ENCODER
 
-    def __init__(self, model_name_or_path: str, max_length: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        model_name_or_path: str,
+        max_length: int | None = None,
+        truncation: str = "longest_first",
+        allow_decoder: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(model_name_or_path, max_length=max_length, **kwargs)
+        if truncation not in CROSS_ENCODER_TRUNCATIONS:
+            raise TeacherConfigError(
+                f"truncation must be one of {', '.join(CROSS_ENCODER_TRUNCATIONS)}, got {truncation!r}."
+            )
+        self.truncation = truncation
         self.tokenizer = self._load_tokenizer()
-        self.max_length = max_length or _default_max_length(self.tokenizer)
+        if max_length is None:
+            self.max_length = min(_default_max_length(self.tokenizer), CROSS_ENCODER_MAX_LENGTH)
+            if _default_max_length(self.tokenizer) > self.max_length:
+                logger.info(
+                    "cross-encoder %s: max_length %d (its tokenizer allows %d; pass --max_length to change it)",
+                    self.model_name_or_path,
+                    self.max_length,
+                    _default_max_length(self.tokenizer),
+                )
         from transformers import AutoConfig
 
         # AutoConfig, not the raw json: transformers leaves the default num_labels=2 out of config.json.
@@ -427,6 +484,8 @@ class CrossEncoderTeacher(Teacher):
             if self._model is not None
             else AutoConfig.from_pretrained(self.model_name_or_path, trust_remote_code=self.trust_remote_code)
         )
+        if not allow_decoder:
+            _refuse_decoder(config, self.model_name_or_path)
         num_labels = config.num_labels
         if num_labels != 1:
             raise TeacherConfigError(
@@ -435,10 +494,26 @@ class CrossEncoderTeacher(Teacher):
                 "two-class head into one logit (logit_relevant - logit_irrelevant) and save that."
             )
 
+    def fingerprint(self) -> dict[str, Any]:
+        extra = {"truncation": self.truncation} if self.truncation != "longest_first" else {}
+        return {**super().fingerprint(), **extra}  # unchanged for the default: earlier work dirs still resume
+
     def _tokenize(self, items: Sequence[tuple[str, str]], **kwargs: Any) -> Any:
         queries = [q for q, _ in items]
         passages = [p for _, p in items]
+        if self.truncation == "flagembedding":
+            queries = self._cut_queries(queries)
+            return self.tokenizer(queries, passages, truncation="only_second", max_length=self.max_length, **kwargs)
         return self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length, **kwargs)
+
+    def _cut_queries(self, queries: list[str]) -> list[str]:
+        """Each query cut after its first ``3/4 * max_length`` tokens (FlagEmbedding's ``query_max_length``)."""
+        limit = self.max_length * 3 // 4
+        encoded = self.tokenizer(queries, add_special_tokens=False, return_offsets_mapping=True)
+        cut = []
+        for query, ids, offsets in zip(queries, encoded["input_ids"], encoded["offset_mapping"]):
+            cut.append(query if len(ids) <= limit else query[: offsets[limit - 1][1]])
+        return cut
 
     def lengths(self, items: Sequence[tuple[str, str]]) -> list[int]:
         return [len(ids) for ids in self._tokenize(items)["input_ids"]]
