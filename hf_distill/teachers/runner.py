@@ -3,7 +3,10 @@ over processes, resumable after a kill.
 
 **Work.** The groups are flattened into unique items in first-seen order (:func:`build_work`): unique
 ``(query, passage)`` pairs for pair teachers, unique model input texts for text teachers (a query that recurs in
-many groups, or a passage shared by many queries, is embedded once).
+many groups, or a passage shared by many queries, is embedded once). The input is streamed (a
+:class:`hf_distill.data.RankingSource` is read once to plan and once to write), items are told apart by a 128-bit
+hash and deduplicated by sorting, their texts wait on disk in the work dir (``items.bin``) and an embedding
+teacher's vectors too (``vectors.f32``): memory holds a few dozen bytes per candidate, not its text.
 
 **Batches.** Items are sorted by token length, longest first (ties by item index), and cut greedily into
 batches whose *padded* size ``len(batch) * longest`` stays within ``max_tokens_per_batch``
