@@ -440,3 +440,37 @@ def test_a_decoder_sequence_classifier_is_refused_as_a_cross_encoder_teacher(tin
 def test_truncation_is_refused_for_teachers_it_does_not_apply_to(tiny_qwen3):
     with pytest.raises(TeacherConfigError, match="--truncation applies to cross_encoder teachers only"):
         load_teacher("qwen3_reranker", tiny_qwen3, truncation="flagembedding")
+
+
+@pytest.mark.parametrize("kind", ["qwen3_reranker", "embedding", "cross_encoder"])
+def test_token_ids_are_computed_once_and_score_as_the_texts_do(kind, tiny_qwen3, minilm_path, tmp_path):
+    """score_to_file tokenizes each unique item once (the length pass), keeps the ids in the work dir and builds
+    every batch from them; the scores equal the in-memory path, which prepares batches from the texts."""
+    if kind == "qwen3_reranker":
+        path = tiny_qwen3
+    elif kind == "embedding":
+        path = minilm_path
+    else:
+        path = _tiny_cross_encoder(tmp_path / "ce", minilm_path)
+
+    def load():
+        teacher = load_teacher(kind, path, device="cpu", max_length=96, dtype="float32")
+        if kind == "cross_encoder":  # an XLM-R-like tokenizer (no segment ids), as bge-reranker-v2-m3's
+            teacher.tokenizer.model_input_names = ["input_ids", "attention_mask"]
+        return teacher
+
+    groups = [RankingGroup(g.query, g.passages[:5], None, None) for g in read_groups(QUICKSTART, require_scores=False)]
+    groups = groups[:6] + groups[:2]  # repeated groups: their items are tokenized once too
+    teacher = load()
+    encoded, from_text = Counter(), Counter()
+    real_encode, real_prepare = teacher.encode, teacher.prepare_batch
+    teacher.encode = lambda items: encoded.update(items) or real_encode(items)
+    teacher.prepare_batch = lambda items: from_text.update(items) or real_prepare(items)
+    output = score_to_file(teacher, groups, tmp_path / "scored.jsonl", max_tokens_per_batch=600, progress=False)
+    assert not from_text  # no batch was prepared from the texts
+    assert max(encoded.values()) <= 2 and sum(encoded.values()) <= len(encoded) + 1  # once each (+1 probe)
+    fresh = load()
+    expected = score_groups(fresh, groups, max_tokens_per_batch=600, progress=False)
+    got = [json.loads(line)["scores"] for line in output.read_text().splitlines()]
+    for row, reference in zip(got, expected):
+        assert row == pytest.approx(reference, abs=1e-5)

@@ -179,6 +179,18 @@ class Teacher:
         """The CPU half of :meth:`score_batch`: model inputs for ``items`` (thread-safe, no model call)."""
         return items
 
+    # Token ids computed once: a teacher whose model input is its token ids alone (no token type ids) says so by
+    # returning them from encode; the runner then plans from their lengths, keeps them in the work dir, and
+    # prepares each batch from them with prepare_encoded instead of tokenizing the texts again.
+    def encode(self, items: Sequence[Any]) -> list[list[int]] | None:
+        """Token ids of each item exactly as the model reads them, or ``None`` when batches must be prepared from
+        the texts (:meth:`prepare_batch`)."""
+        return None
+
+    def prepare_encoded(self, ids: Sequence[Sequence[int]], query_ids: Sequence[int] | None = None) -> Any:
+        """:meth:`prepare_batch` from :meth:`encode`'s ids; ``query_ids`` numbers each pair's query."""
+        raise NotImplementedError(f"{type(self).__name__} does not prepare batches from token ids")
+
     def run_batch(self, prepared: Any) -> np.ndarray:
         """The model half of :meth:`score_batch`: float32 ``[n, output_dim]`` from :meth:`prepare_batch`'s output."""
         if type(self).score_batch is Teacher.score_batch and "score_batch" not in vars(self):
@@ -319,8 +331,14 @@ class Qwen3RerankerTeacher(Teacher):
         """Prompt ids of ``items`` as padded CPU tensors, split by shared prefix with one group per query when
         ``prefix_cache`` is on (:meth:`hf_distill.prompts.Qwen3RerankerPrompt.batch`); pinned when they go to a
         GPU. Thread-safe, no model call."""
-        groups = [query for query, _ in items] if self.prefix_cache else None
-        batch = self.prompt.batch(self.prompt.encode(items), groups)
+        return self.prepare_encoded(self.prompt.encode(items), [query for query, _ in items])
+
+    def encode(self, items: Sequence[tuple[str, str]]) -> list[list[int]]:
+        return self.prompt.encode(items)
+
+    def prepare_encoded(self, ids: Sequence[Sequence[int]], query_ids: Sequence[Any] | None = None) -> RerankerBatch:
+        groups = list(query_ids) if self.prefix_cache and query_ids is not None else None
+        batch = self.prompt.batch(ids, groups)
         return batch.apply(torch.Tensor.pin_memory) if self.device.type == "cuda" else batch
 
     @torch.inference_mode()
@@ -529,6 +547,14 @@ class CrossEncoderTeacher(Teacher):
     def prepare_batch(self, items: Sequence[tuple[str, str]]) -> Any:
         return _pinned(self._tokenize(items, padding=True, return_tensors="pt"), self.device)
 
+    def encode(self, items: Sequence[tuple[str, str]]) -> list[list[int]] | None:
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            return None  # BERT-style pairs need their segment ids too: prepared from the texts
+        return self._tokenize(items)["input_ids"]
+
+    def prepare_encoded(self, ids: Sequence[Sequence[int]], query_ids: Sequence[int] | None = None) -> Any:
+        return _pinned(self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"), self.device)
+
     @torch.inference_mode()
     def run_batch(self, prepared: Any) -> np.ndarray:
         features = {key: value.to(self.device, non_blocking=True) for key, value in prepared.items()}
@@ -640,6 +666,12 @@ class EmbeddingTeacher(Teacher):
 
     def prepare_batch(self, items: Sequence[str]) -> Any:
         return _pinned(self._tokenize(items, padding=True, return_tensors="pt"), self.device)
+
+    def encode(self, items: Sequence[str]) -> list[list[int]]:
+        return self._tokenize(items)["input_ids"]
+
+    def prepare_encoded(self, ids: Sequence[Sequence[int]], query_ids: Sequence[int] | None = None) -> Any:
+        return _pinned(self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"), self.device)
 
     @torch.inference_mode()
     def run_batch(self, prepared: Any) -> np.ndarray:

@@ -105,6 +105,30 @@ class ItemFile(Sequence):
             self._fd = None
 
 
+class TokenFile(Sequence):
+    """Every unique item's token ids (``int32``) in one file, ``ends[k]`` tokens after the start of item 0's:
+    written once by the length pass, read back per batch with ``pread`` (see :class:`ItemFile`)."""
+
+    def __init__(self, path: Path, ends: np.ndarray):
+        self.path, self.ends = Path(path), ends
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, index: int) -> list[int]:  # type: ignore[override]
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        start = int(self.ends[index - 1]) if index else 0
+        raw = os.pread(self._fd, 4 * (int(self.ends[index]) - start), 4 * start)
+        return np.frombuffer(raw, dtype="<i4").tolist()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 @dataclass
 class ScoringWork:
     """Unique items, and for every candidate of every group (in input order) which item it is.
@@ -121,6 +145,7 @@ class ScoringWork:
     group_sizes: np.ndarray | None
     query_ids: np.ndarray | None = None
     groups_sha256: str = ""
+    tokens: TokenFile | None = None  # the items' token ids, when the teacher prepares batches from them
 
     @property
     def num_groups(self) -> int:
@@ -291,20 +316,53 @@ def item_lengths(teacher: Teacher, items: Sequence[Any], chunk: int | None = Non
     return lengths
 
 
+def encode_items(
+    teacher: Teacher, items: Sequence[Any], path: Path, chunk: int | None = None
+) -> tuple[np.ndarray, TokenFile | None]:
+    """Token length of every item and, when the teacher's input is its ids alone (:meth:`Teacher.encode`), the
+    ids themselves in a :class:`TokenFile` at ``path``: tokenized once, ``chunk`` items at a time."""
+    chunk = chunk or LENGTH_CHUNK
+    first = teacher.encode([items[i] for i in range(min(1, len(items)))])
+    if first is None:
+        return item_lengths(teacher, items, chunk), None
+    lengths = np.empty(len(items), dtype=np.int32)
+    with open(path, "wb") as sink:
+        for start in range(0, len(items), chunk):
+            stop = min(start + chunk, len(items))
+            ids = teacher.encode([items[i] for i in range(start, stop)])
+            lengths[start:stop] = [len(row) for row in ids]
+            for row in ids:
+                sink.write(np.asarray(row, dtype="<i4").tobytes())
+    return lengths, TokenFile(path, np.cumsum(lengths, dtype=np.int64))
+
+
 def prepared_batches(
-    teacher: Teacher, items: Sequence[Any], batches: Sequence[np.ndarray]
+    teacher: Teacher,
+    items: Sequence[Any],
+    batches: Sequence[np.ndarray],
+    tokens: TokenFile | None = None,
+    query_ids: np.ndarray | None = None,
 ) -> Iterator[tuple[np.ndarray, Any]]:
     """``(batch, model inputs)`` in order, the inputs of batch ``k + 1`` prepared on a thread while the caller runs
     batch ``k``: tokenizing, padding and pinning (:meth:`Teacher.prepare_batch`) overlap the forward, so the
-    accelerator does not wait for the CPU between batches."""
+    accelerator does not wait for the CPU between batches. With ``tokens`` the inputs are built from the stored
+    ids (:meth:`Teacher.prepare_encoded`), nothing is tokenized again."""
     if not batches:
         return
+
+    def prepare(batch: np.ndarray) -> Any:
+        if tokens is None:
+            return teacher.prepare_batch([items[i] for i in batch])
+        return teacher.prepare_encoded(
+            [tokens[i] for i in batch], None if query_ids is None else query_ids[batch].tolist()
+        )
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_distill-prepare") as pool:
-        pending = pool.submit(teacher.prepare_batch, [items[i] for i in batches[0]])
+        pending = pool.submit(prepare, batches[0])
         for k, batch in enumerate(batches):
             prepared = pending.result()
             if k + 1 < len(batches):
-                pending = pool.submit(teacher.prepare_batch, [items[i] for i in batches[k + 1]])
+                pending = pool.submit(prepare, batches[k + 1])
             yield batch, prepared
 
 
@@ -601,9 +659,12 @@ def prepare_work_dir(
             _save_array_atomic(work_dir / "query_ids.npy", work.query_ids)
     lengths_path = work_dir / "lengths.npy"
     if manifest_path.exists() and lengths_path.exists():
+        work.tokens = _load_tokens(work_dir)
         return np.load(lengths_path)
     logger.info("tokenizing %d unique %ss to plan batches", len(work.items), work.unit)
-    lengths = item_lengths(teacher, work.items)
+    lengths, work.tokens = encode_items(teacher, work.items, work_dir / "tokens.bin")
+    if work.tokens is not None:
+        _save_array_atomic(work_dir / "tokens.ends.npy", work.tokens.ends)
     _save_array_atomic(lengths_path, lengths)
     # The manifest is written last: its presence means the items, lengths and fingerprint are complete.
     _write_json_atomic(manifest_path, {"version": MANIFEST_VERSION, "fingerprint": fingerprint})
@@ -616,12 +677,18 @@ def _save_array_atomic(path: Path, array_: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _load_tokens(work_dir: Path) -> TokenFile | None:
+    ends = work_dir / "tokens.ends.npy"
+    return TokenFile(work_dir / "tokens.bin", np.load(ends)) if ends.exists() else None
+
+
 def _load_shared_work(work_dir: Path, unit: str) -> ScoringWork:
-    """What a rank other than 0 needs to score its share: the items rank 0 put in the work dir."""
+    """What a rank other than 0 needs to score its share: the items (and token ids) rank 0 put in the work dir."""
     spans = np.load(work_dir / "items.spans.npy")
     query_path = work_dir / "query_ids.npy"
     query_ids = np.load(query_path) if query_path.exists() else None
-    return ScoringWork(unit, ItemFile(work_dir / "items.bin", spans, unit), None, None, query_ids)
+    items = ItemFile(work_dir / "items.bin", spans, unit)
+    return ScoringWork(unit, items, None, None, query_ids, tokens=_load_tokens(work_dir))
 
 
 def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -705,7 +772,7 @@ def _score_batches(
     """Score ``batches`` and append the records of their items not yet ``done`` to ``record_file``."""
     record_size = record_dtype(teacher.output_dim).itemsize
     with _open_own_record_file(record_file, record_size) as f:
-        for batch, prepared in prepared_batches(teacher, work.items, batches):
+        for batch, prepared in prepared_batches(teacher, work.items, batches, work.tokens, work.query_ids):
             values = teacher.run_batch(prepared)
             check_finite(values, batch, work, teacher)
             # The whole batch is rerun (same shapes, same numbers) but only missing items are written.
@@ -850,6 +917,8 @@ def score_to_file(
 
     if rank != 0:
         work.items.close()
+        if work.tokens is not None:
+            work.tokens.close()
         return None
     del store
     _wait_for_ranks(
@@ -874,6 +943,8 @@ def score_to_file(
     if isinstance(full.values, VectorFile):
         full.values.close()
     work.items.close()
+    if work.tokens is not None:
+        work.tokens.close()
     _write_json_atomic(completion_file_for(output_file), {"version": MANIFEST_VERSION, "fingerprint": fingerprint})
     shutil.rmtree(work_dir, ignore_errors=True)
     _log_summary(plan, lengths, work, time.perf_counter() - start)

@@ -374,6 +374,14 @@ class Qwen3RerankerVLLMTeacher(Teacher):
         """The ``TokensPrompt`` of each pair (tokenizer only; no engine call, safe on the runner's prefetch thread)."""
         return vllm_prompts(self.prompt, items)
 
+    def encode(self, items: Sequence[tuple[str, str]]) -> list[list[int]]:
+        return self.prompt.encode(items)
+
+    def prepare_encoded(
+        self, ids: Sequence[Sequence[int]], query_ids: Sequence[int] | None = None
+    ) -> list[dict[str, list[int]]]:
+        return [{"prompt_token_ids": list(prompt)} for prompt in ids]
+
     def run_batch(self, prepared: list[dict[str, list[int]]]) -> np.ndarray:
         """One vLLM call over ``prepared`` prompts: float32 ``[n, 1]`` scores ``z_yes - z_no``."""
         vllm = require_vllm()
