@@ -355,3 +355,49 @@ def test_an_input_that_changes_between_the_two_reads_is_one_clear_error(tmp_path
 
     with pytest.raises(HfDistillError, match="the input changed while it was being scored"):
         score_to_file(FastTeacher(), Shrinking(), tmp_path / "s.jsonl", max_tokens_per_batch=64, progress=False)
+
+
+def test_on_a_gpu_the_next_forward_is_launched_before_this_batch_is_copied_back(tmp_path):
+    """results_ahead (a CUDA device): batch k+1's forward starts before batch k's values are waited for, so the
+    copy back and the record writes overlap the accelerator's work. A NaN still stops before its batch is written."""
+    from hf_distill.teachers.models import PendingValues
+
+    class Pending(PendingValues):
+        def __init__(self, values, log, k):
+            super().__init__(values)
+            self.log, self.k = log, k
+
+        def result(self):
+            self.log.append(f"result {self.k}")
+            return super().result()
+
+    class AheadTeacher(FastTeacher):
+        results_ahead = True
+
+        def __init__(self, nan_on_batch=None):
+            super().__init__(nan_on_batch=nan_on_batch)
+            self.log = []
+
+        def start_batch(self, prepared):
+            k = sum(e.startswith("start") for e in self.log)
+            self.log.append(f"start {k}")
+            values = super().run_batch(prepared)
+            if self.nan_on_batch == k:
+                values[0, 0] = np.nan
+            return Pending(values, self.log, k)
+
+    teacher = AheadTeacher()
+    output = score_to_file(teacher, groups(), tmp_path / "s.jsonl", max_tokens_per_batch=16, progress=False)
+    starts = [e for e in teacher.log if e.startswith("start")]
+    assert len(starts) > 2
+    assert teacher.log[:3] == ["start 0", "start 1", "result 0"]  # batch 1 runs while batch 0 comes back
+    assert [json.loads(line)["scores"] for line in output.read_text().splitlines()] == score_groups(
+        FastTeacher(), groups(), max_tokens_per_batch=16, progress=False
+    )
+    broken = AheadTeacher(nan_on_batch=1)
+    with pytest.raises(NonFiniteScoreError):
+        score_to_file(broken, groups(), tmp_path / "t.jsonl", max_tokens_per_batch=16, progress=False)
+    kept = (partial_dir_for(tmp_path / "t.jsonl") / "scores.rank0.bin").stat().st_size // record_dtype(1).itemsize
+    first_batch = runner.plan_batches([len(q.split()) + len(p.split()) for g in groups() for q, p in
+                                       [(g.query, x) for x in g.passages]], 16)[0]  # fmt: skip
+    assert kept == len(first_batch)  # batch 0 written, the NaN batch not

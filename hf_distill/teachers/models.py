@@ -108,6 +108,32 @@ def _default_max_length(tokenizer: Any, fallback: int = 512) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
+class PendingValues:
+    """A batch's values on their way to the host. From a GPU tensor the copy goes to pinned memory with
+    ``non_blocking=True`` and a CUDA event marks its end; :meth:`result` waits for that event alone, so the
+    accelerator can already run the next batch."""
+
+    def __init__(self, values: torch.Tensor | np.ndarray):
+        self._event = None
+        if isinstance(values, torch.Tensor) and values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+            self._values: torch.Tensor | np.ndarray = host
+        else:
+            self._values = values
+
+    def result(self) -> np.ndarray:
+        """The values as a float32 numpy array, once they are on the host."""
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+        if isinstance(self._values, torch.Tensor):
+            self._values = self._values.cpu().numpy()
+        return self._values
+
+
 class Teacher:
     """What every teacher offers to the runner.
 
@@ -191,8 +217,22 @@ class Teacher:
         """:meth:`prepare_batch` from :meth:`encode`'s ids; ``query_ids`` numbers each pair's query."""
         raise NotImplementedError(f"{type(self).__name__} does not prepare batches from token ids")
 
+    def start_batch(self, prepared: Any) -> PendingValues:
+        """Launch the forward of a prepared batch and the copy of its values to the host, without waiting for
+        either: the runner launches batch ``k + 1`` before it waits for batch ``k``'s values
+        (:attr:`results_ahead`). Default: :meth:`run_batch`, synchronous."""
+        return PendingValues(self.run_batch(prepared))
+
+    @property
+    def results_ahead(self) -> bool:
+        """Whether the runner should launch the next batch before taking this one's values: on a GPU, where
+        :meth:`start_batch` returns before the forward ends."""
+        return self.device.type == "cuda"
+
     def run_batch(self, prepared: Any) -> np.ndarray:
         """The model half of :meth:`score_batch`: float32 ``[n, output_dim]`` from :meth:`prepare_batch`'s output."""
+        if type(self).start_batch is not Teacher.start_batch:
+            return self.start_batch(prepared).result()
         if type(self).score_batch is Teacher.score_batch and "score_batch" not in vars(self):
             raise NotImplementedError(f"{type(self).__name__} implements neither score_batch nor run_batch")
         return self.score_batch(prepared)
@@ -342,7 +382,7 @@ class Qwen3RerankerTeacher(Teacher):
         return batch.apply(torch.Tensor.pin_memory) if self.device.type == "cuda" else batch
 
     @torch.inference_mode()
-    def run_batch(self, prepared: RerankerBatch) -> np.ndarray:
+    def start_batch(self, prepared: RerankerBatch) -> PendingValues:
         """Scores ``z_yes - z_no`` (float32 ``[n, 1]``, in the order of the items) of a :meth:`prepare_batch`
         output: one forward for the prompts run whole, two (prefixes, then remainders) for the shared ones."""
         decoder = self.model.get_decoder()
@@ -353,7 +393,7 @@ class Qwen3RerankerTeacher(Teacher):
             scores[batch.plain_rows] = self._answer_scores(hidden)
         if batch.prefix is not None:
             scores[batch.shared_rows] = self._answer_scores(self._shared_prefix_states(decoder, batch))
-        return scores.unsqueeze(1).cpu().numpy()
+        return PendingValues(scores.unsqueeze(1))
 
     def _answer_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """``z_yes - z_no`` from final hidden states ``[B, H]``, with the two ``lm_head`` rows in fp32."""
@@ -556,10 +596,10 @@ class CrossEncoderTeacher(Teacher):
         return _pinned(self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"), self.device)
 
     @torch.inference_mode()
-    def run_batch(self, prepared: Any) -> np.ndarray:
+    def start_batch(self, prepared: Any) -> PendingValues:
         features = {key: value.to(self.device, non_blocking=True) for key, value in prepared.items()}
         logits = self.model(**features).logits
-        return logits.float().view(-1, 1).cpu().numpy()
+        return PendingValues(logits.float().view(-1, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -674,7 +714,7 @@ class EmbeddingTeacher(Teacher):
         return _pinned(self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"), self.device)
 
     @torch.inference_mode()
-    def run_batch(self, prepared: Any) -> np.ndarray:
+    def start_batch(self, prepared: Any) -> PendingValues:
         features = {key: value.to(self.device, non_blocking=True) for key, value in prepared.items()}
         outputs = self.model(**features)
         hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
@@ -683,4 +723,4 @@ class EmbeddingTeacher(Teacher):
             embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
         else:
             embeddings = pool(hidden, features["attention_mask"], self.pooling).float()
-        return F.normalize(embeddings, p=2, dim=-1).cpu().numpy()
+        return PendingValues(F.normalize(embeddings, p=2, dim=-1))

@@ -366,6 +366,30 @@ def prepared_batches(
             yield batch, prepared
 
 
+def scored_batches(
+    teacher: Teacher,
+    items: Sequence[Any],
+    batches: Sequence[np.ndarray],
+    tokens: TokenFile | None = None,
+    query_ids: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(batch, values)`` in order. With :attr:`Teacher.results_ahead` (a GPU), batch ``k + 1``'s forward is
+    launched before batch ``k``'s values are waited for, so copying them back, checking and writing them run
+    while the accelerator works; on a CPU each batch is finished before the next starts."""
+    ahead = teacher.results_ahead
+    previous: tuple[np.ndarray, Any] | None = None
+    for batch, prepared in prepared_batches(teacher, items, batches, tokens, query_ids):
+        pending = teacher.start_batch(prepared)
+        if not ahead:
+            yield batch, pending.result()
+            continue
+        if previous is not None:
+            yield previous[0], previous[1].result()
+        previous = (batch, pending)
+    if previous is not None:
+        yield previous[0], previous[1].result()
+
+
 def check_finite(values: np.ndarray, batch: np.ndarray, work: ScoringWork, teacher: Teacher) -> None:
     """Stop at the first batch with a NaN or infinite value, naming the item and what to do."""
     finite = np.isfinite(values).all(axis=1)
@@ -435,8 +459,7 @@ def score_groups(
     values = np.zeros((len(work.items), teacher.output_dim), dtype=np.float32)
     batches = plan_for(teacher, work, lengths, max_tokens_per_batch)
     with _progress(len(work.items), teacher.unit, progress, "teacher scoring") as bar:
-        for batch, prepared in prepared_batches(teacher, work.items, batches):
-            batch_values = teacher.run_batch(prepared)
+        for batch, batch_values in scored_batches(teacher, work.items, batches, query_ids=work.query_ids):
             check_finite(batch_values, batch, work, teacher)
             values[batch] = batch_values
             bar.update(len(batch))
@@ -772,8 +795,7 @@ def _score_batches(
     """Score ``batches`` and append the records of their items not yet ``done`` to ``record_file``."""
     record_size = record_dtype(teacher.output_dim).itemsize
     with _open_own_record_file(record_file, record_size) as f:
-        for batch, prepared in prepared_batches(teacher, work.items, batches, work.tokens, work.query_ids):
-            values = teacher.run_batch(prepared)
+        for batch, values in scored_batches(teacher, work.items, batches, work.tokens, work.query_ids):
             check_finite(values, batch, work, teacher)
             # The whole batch is rerun (same shapes, same numbers) but only missing items are written.
             missing = ~done[batch]
