@@ -324,14 +324,16 @@ def test_a_streamed_file_scores_as_the_list_does(tmp_path):
     assert not partial_dir_for(streamed).exists() and not Path(f"{partial_dir_for(streamed)}.items.tmp").exists()
 
 
-def test_embedding_vectors_go_to_disk_and_give_the_in_memory_cosines(tmp_path, monkeypatch):
-    written = []
-    real_write = runner.VectorFile.write
-    monkeypatch.setattr(runner.VectorFile, "write", lambda self, i, v: written.append(len(i)) or real_write(self, i, v))
+def test_embedding_vectors_are_read_in_place_and_give_the_in_memory_cosines(tmp_path, monkeypatch):
+    read = []
+    real_getitem = runner.RecordValues.__getitem__
+    monkeypatch.setattr(
+        runner.RecordValues, "__getitem__", lambda self, i: read.append(len(i)) or real_getitem(self, i)
+    )
     data = groups() + groups(3)  # repeated queries and passages: each text embedded once
     output = score_to_file(TextTeacher(), data, tmp_path / "e.jsonl", max_tokens_per_batch=32, progress=False)
-    unique_texts = len({f"query: {g.query}" for g in data} | {p for g in data for p in g.passages})
-    assert sum(written) == unique_texts  # every vector went through the file, none held in an array
+    assert sum(read) == sum(1 + len(g.passages) for g in data)  # every vector came from the record files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.jsonl", "e.jsonl.scoring.json"]
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     expected = score_groups(TextTeacher(), data, max_tokens_per_batch=32, progress=False)
     assert [r["scores"] for r in rows] == expected

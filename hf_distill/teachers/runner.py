@@ -6,7 +6,8 @@ over processes, resumable after a kill.
 many groups, or a passage shared by many queries, is embedded once). The input is streamed (a
 :class:`hf_distill.data.RankingSource` is read once to plan and once to write), items are told apart by a 128-bit
 hash and deduplicated by sorting, their texts wait on disk in the work dir (``items.bin``) and an embedding
-teacher's vectors too (``vectors.f32``): memory holds a few dozen bytes per candidate, not its text.
+teacher's vectors are read in place from the record files: memory holds a few dozen bytes per candidate, not its
+text.
 
 **Batches.** Items are sorted by token length, longest first (ties by item index), and cut greedily into
 batches whose *padded* size ``len(batch) * longest`` stays within ``max_tokens_per_batch``
@@ -411,7 +412,7 @@ def check_finite(values: np.ndarray, batch: np.ndarray, work: ScoringWork, teach
 def combine(work: ScoringWork, values: Any, groups: Iterable[RankingGroup]) -> Iterator[RankingGroup]:
     """``groups`` again, with their scores: a pair's value, or the cosine of two normalised embeddings.
 
-    ``values[indices]`` gives the items' values (a numpy array, or a :class:`VectorFile`). ``groups`` must be the
+    ``values[indices]`` gives the items' values (a numpy array, or :class:`RecordValues`). ``groups`` must be the
     input that ``work`` was built from, read again (checked group by group).
     """
     position = 0
@@ -488,59 +489,56 @@ def encode_records(indices: np.ndarray, values: np.ndarray) -> bytes:
     return bytes(raw)
 
 
-class VectorFile:
-    """One ``float32[dim]`` row per item in a file, written and read with ``pwrite``/``pread``: the embedding
-    teacher's vectors (4 KB each for a 1024-dim model, 4 GB for a million texts) stay on disk, not in memory."""
+class RecordValues:
+    """Items' values read in place from the record files, by where each item's valid record lies: two arrays
+    (file number, byte offset: 10 bytes an item) instead of the values. An embedding teacher's vectors (4 KB each
+    for a 1024-dim model, 4 GB for a million texts) are neither held in memory nor copied on disk."""
 
-    def __init__(self, path: Path, num_items: int, dim: int):
-        self.path, self.num_items, self.dim = Path(path), num_items, dim
-        self.row_bytes = 4 * dim
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.ftruncate(self._fd, num_items * self.row_bytes)
+    def __init__(self, num_items: int, dim: int):
+        self.dim = dim
+        self.file = np.full(num_items, -1, dtype=np.int16)
+        self.offset = np.zeros(num_items, dtype=np.int64)
+        self.paths: list[Path] = []
+        self._fds: dict[int, int] = {}
 
-    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
-        rows = np.ascontiguousarray(values, dtype="<f4")
-        for index, row in zip(indices.tolist(), rows):
-            os.pwrite(self._fd, row.tobytes(), index * self.row_bytes)
+    def file_number(self, path: Path) -> int:
+        if path not in self.paths:
+            self.paths.append(path)
+        return self.paths.index(path)
 
     def __getitem__(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), self.dim), dtype=np.float32)
         for row, index in enumerate(np.asarray(indices).tolist()):
-            out[row] = np.frombuffer(os.pread(self._fd, self.row_bytes, index * self.row_bytes), dtype="<f4")
+            number = int(self.file[index])
+            if number not in self._fds:
+                self._fds[number] = os.open(self.paths[number], os.O_RDONLY)
+            raw = os.pread(self._fds[number], 4 * self.dim, int(self.offset[index]) + 8)  # after the int64 index
+            out[row] = np.frombuffer(raw, dtype="<f4")
         return out
 
     def close(self) -> None:
-        os.close(self._fd)
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 class RecordStore:
     """Reads every ``scores.rank*.bin`` of a work dir, incrementally, keeping which items are done.
 
     Only whole records with a valid CRC count; a torn or corrupt record is skipped (its item is scored again).
-    With ``keep_values`` their values are kept: in memory (``values``, an array), or with ``values_file`` in a
-    :class:`VectorFile` (for embeddings, whose vectors would not fit in memory at scale).
+    With ``keep_values`` their values are kept in memory (``values``, an array); with ``in_place`` only where
+    they are (:class:`RecordValues`, for embeddings, whose vectors would not fit in memory at scale).
     """
 
     READ_BYTES = 8 << 20  # records are read 8 MB at a time: the peak does not grow with the number of items
 
-    def __init__(
-        self,
-        work_dir: Path,
-        num_items: int,
-        dim: int,
-        keep_values: bool = False,
-        values_file: Path | None = None,
-    ):
+    def __init__(self, work_dir: Path, num_items: int, dim: int, keep_values: bool = False, in_place: bool = False):
         self.work_dir = work_dir
         self.dtype = record_dtype(dim)
         self.done = np.zeros(num_items, dtype=bool)
         self.values: Any = None
         if keep_values:
-            self.values = (
-                VectorFile(values_file, num_items, dim)
-                if values_file is not None
-                else np.zeros((num_items, dim), dtype=np.float32)
-            )
+            self.values = RecordValues(num_items, dim) if in_place else np.zeros((num_items, dim), dtype=np.float32)
         self.offsets: dict[str, int] = {}
 
     def refresh(self) -> int:
@@ -551,16 +549,17 @@ class RecordStore:
             with open(path, "rb") as f:
                 f.seek(self.offsets.get(path.name, 0))
                 while True:
+                    start = self.offsets.get(path.name, 0)
                     raw = f.read(chunk)
                     whole = len(raw) // size * size  # a torn last record waits for the next call (or a rerun)
                     if whole:
-                        self._add(raw[:whole])
-                        self.offsets[path.name] = self.offsets.get(path.name, 0) + whole
+                        self._add(raw[:whole], path, start)
+                        self.offsets[path.name] = start + whole
                     if len(raw) < chunk:
                         break
         return int(self.done.sum())
 
-    def _add(self, raw: bytes) -> None:
+    def _add(self, raw: bytes, path: Path, start: int) -> None:
         size = self.dtype.itemsize
         records = np.frombuffer(raw, dtype=self.dtype)
         valid = np.fromiter(
@@ -571,8 +570,9 @@ class RecordStore:
         indices = records["index"]
         valid &= (indices >= 0) & (indices < len(self.done))
         self.done[indices[valid]] = True
-        if isinstance(self.values, VectorFile):
-            self.values.write(indices[valid], records["values"][valid])
+        if isinstance(self.values, RecordValues):
+            self.values.file[indices[valid]] = self.values.file_number(path)
+            self.values.offset[indices[valid]] = start + size * np.flatnonzero(valid)
         elif self.values is not None:
             self.values[indices[valid]] = records["values"][valid]
 
@@ -962,7 +962,7 @@ def score_to_file(
                 f"{work_dir}: records still unreadable after rescoring. Fix: delete {work_dir} and rerun."
             )
     write_listwise_jsonl(combine(work, full.values, groups), output_file)
-    if isinstance(full.values, VectorFile):
+    if isinstance(full.values, RecordValues):
         full.values.close()
     work.items.close()
     if work.tokens is not None:
@@ -974,11 +974,8 @@ def score_to_file(
 
 
 def _read_all_records(work_dir: Path, num_items: int, teacher: Teacher) -> RecordStore:
-    """Every valid record of the work dir with its values: pair scores in memory, embeddings in ``vectors.f32``."""
-    vectors = work_dir / "vectors.f32" if teacher.unit == "text" else None
-    if vectors is not None:
-        vectors.unlink(missing_ok=True)
-    full = RecordStore(work_dir, num_items, teacher.output_dim, keep_values=True, values_file=vectors)
+    """Every valid record of the work dir with its values: pair scores in memory, embeddings read in place."""
+    full = RecordStore(work_dir, num_items, teacher.output_dim, keep_values=True, in_place=teacher.unit == "text")
     full.refresh()
     return full
 
