@@ -180,11 +180,13 @@ def wrap_lora(task: Task, model: torch.nn.Module, model_args: ModelArguments) ->
 def save_student(task: Task, trainer: Any, tokenizer: Any, model_args: ModelArguments, output_dir: str) -> None:
     """Save a plain checkpoint. A LoRA adapter is saved, reloaded onto the base weights and merged on the main
     process, which works the same under DDP, ZeRO-3 (where weights are sharded) and on one CPU."""
-    from peft import PeftModel
-
-    if not isinstance(trainer.model, PeftModel) and not hasattr(trainer.model, "peft_config"):
+    # A model that carries an adapter has peft_config (PeftModel, or transformers' own adapter loading); peft is
+    # imported only then.
+    if not hasattr(trainer.model, "peft_config"):
         trainer.save_model(output_dir)
         return
+    from peft import PeftModel
+
     adapter_dir = os.path.join(output_dir, "lora_adapter")
     trainer.save_model(adapter_dir)
     trainer.accelerator.wait_for_everyone()

@@ -16,7 +16,9 @@ Every field of ScriptArguments (hf_distill.recipe), ModelArguments (hf_distill.m
 is a flag and a YAML key; flags override the YAML file. `--help` lists them.
 """
 
+from hf_distill.cli import skip_final_garbage_collection
 from hf_distill.recipe import run_distillation
 
 if __name__ == "__main__":
     run_distillation("reranker")
+    skip_final_garbage_collection()  # ~3.5 s of interpreter shutdown on 2 cores
