@@ -644,7 +644,12 @@ _FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 _LOCAL_LOOKING_SUFFIXES = _FILE_SUFFIXES + (".csv", ".tsv", ".txt", ".gz", ".arrow")
 
 
-def _iter_source(source: str, split: str) -> Iterator[tuple[str, dict]]:
+def iter_rows(source: str | os.PathLike, split: str = "train") -> Iterator[tuple[str, dict]]:
+    """``(place, row)`` for every row of a data source, whatever it holds: a ``.jsonl`` / ``.json`` /
+    ``.parquet`` file, a dataset directory, or a Hub dataset (from the ``huggingface_hub`` cache when offline).
+    ``place`` names the row in errors (a JSONL line number, ``row N``); a row that is not an object, a line that
+    is not JSON or not UTF-8 is a :class:`DataFormatError`. :func:`iter_groups` reads ranking rows from it, and
+    :mod:`hf_distill.retrieval` corpus and query rows."""
     path = os.fspath(source)
     if os.path.isfile(path):
         suffix = Path(path).suffix.lower()
@@ -761,7 +766,7 @@ def iter_groups(
     pointwise = _PointwiseGrouper()
     duplicates = _Duplicates()
     large: list[float] = []
-    for place, row in _iter_source(source, split):
+    for place, row in iter_rows(source, split):
         if fmt is None:
             fmt = detect_format(row, source, place)
         if fmt == "mteb" and require_scores:

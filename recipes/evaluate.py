@@ -15,6 +15,14 @@ fresh, drawn with ``--seed``)::
         --eval_file recipes/quickstart/data/eval_in_domain.jsonl recipes/quickstart/data/eval_out_of_domain.jsonl \\
         --output_dir outputs/minilm-reranker/evaluation
 
+Retrieval over a whole corpus (nDCG@10, MRR@10, Recall@100, MAP@100 per model row, in ``metrics.json`` under
+``retrieval``): an embedding model retrieves with a faiss index over the corpus, a reranker reranks BM25's top
+``--retrieval_depth`` (``pip install "hf_distill[retrieval]"``)::
+
+    HF_HUB_OFFLINE=1 python recipes/evaluate.py --model_name_or_path outputs/minilm-embedding \\
+        --base_model_name_or_path $TEACHER --num_hidden_layers 2 --teacher_model_name_or_path $TEACHER \\
+        --corpus_file corpus.jsonl --queries_file queries.jsonl --output_dir outputs/minilm-embedding/retrieval
+
 Eval files are read like training data (listwise, pointwise, pairwise, MTEB, FlagEmbedding rows); only labels are
 needed: a file without teacher scores (e.g. MTEB ``{query, positive[], negative[]}`` rows) gets no teacher row and
 no agreement columns. ``--student_kind auto`` reads an embedding student from its
@@ -24,8 +32,10 @@ sentence-transformers files (``modules.json``), anything else as a reranker. Eve
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
@@ -39,6 +49,7 @@ from hf_distill.evaluation import (
     load_scorer,
 )
 from hf_distill.reports import NO_TEACHER_NOTE, write_reports
+from hf_distill.retrieval import evaluate_models_as_retrievers, read_corpus, read_queries, retrieval_markdown
 from hf_distill.teachers import DEFAULT_MAX_TOKENS_PER_BATCH, POOLING_MODES
 
 logger = logging.getLogger("hf_distill")
@@ -104,6 +115,39 @@ class EvaluationArguments:
         default=DEFAULT_MAX_TOKENS_PER_BATCH, metadata={"help": "Padded tokens per batch (length-sorted batches)."}
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1... Default: a GPU if there is one."})
+    corpus_file: str | None = field(
+        default=None,
+        metadata={
+            "help": 'Retrieval evaluation: corpus rows {"id", "text", "title"?} (JSONL, Parquet, dataset dir, Hub '
+            "name). An embedding model retrieves over the whole corpus (faiss); a reranker reranks BM25's "
+            "--retrieval_depth best. Needs --queries_file."
+        },
+    )
+    queries_file: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": 'Retrieval evaluation: one or more query files {"id"?, "query", "positive_ids": [...]}, each '
+            "measured as its own set (nDCG@10, MRR@10, Recall@100, MAP@100), named like --eval_file sets."
+        },
+    )
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Retrieval evaluation: also measure this teacher (embedding model or reranker) as a row."},
+    )
+    teacher_type: str = field(
+        default="auto",
+        metadata={
+            "help": "The retrieval teacher's kind: embedding, reranker or auto (as --student_kind).",
+            "choices": ["auto", "reranker", "embedding"],
+        },
+    )
+    retrieval_depth: int = field(
+        default=100, metadata={"help": "Results kept per query (Recall@100 and MAP@100 need 100)."}
+    )
+    hnsw_threshold: int = field(
+        default=1_000_000,
+        metadata={"help": "Corpora larger than this use an approximate HNSW index instead of an exact scan."},
+    )
 
 
 def _eval_sets(eval_files: list[str]) -> tuple[dict, dict[str, str]]:
@@ -125,10 +169,15 @@ def main(argv: list[str] | None = None) -> dict:
     """Parse the command line, evaluate, write the reports; returns the per-eval-set results."""
     (args,) = parse_config(HfArgumentParser(EvaluationArguments, description=__doc__.split("\n\n")[0]), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    missing = [f"--{name}" for name in ("model_name_or_path", "eval_file", "output_dir") if not getattr(args, name)]
+    missing = [f"--{name}" for name in ("model_name_or_path", "output_dir") if not getattr(args, name)]
+    if not args.eval_file and not args.corpus_file:
+        missing.append("--eval_file (or --corpus_file with --queries_file)")
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (on the command line or in --config). See --help.")
-    eval_sets, files = _eval_sets(args.eval_file)
+    if bool(args.corpus_file) != bool(args.queries_file):
+        raise ConfigError("retrieval evaluation needs both --corpus_file and --queries_file. Fix: pass the other one.")
+    eval_sets, files = _eval_sets(args.eval_file) if args.eval_file else ({}, {})
+    retrieval_sets = _retrieval_sets(args.corpus_file, args.queries_file) if args.corpus_file else None
 
     task = detect_student_kind(args.model_name_or_path) if args.student_kind == "auto" else args.student_kind
     options = dict(max_length=args.max_length, device=args.device, instruction=args.instruction)
@@ -142,6 +191,17 @@ def main(argv: list[str] | None = None) -> dict:
     results = evaluate_eval_sets(eval_sets, student, base, max_tokens_per_batch=args.max_tokens_per_batch)
     for name, result in results.items():
         result["file"] = files[name]
+    retrieval_results = None
+    if retrieval_sets is not None:
+        teacher = None
+        if args.teacher_model_name_or_path:
+            teacher_task = args.teacher_type
+            if teacher_task == "auto":
+                teacher_task = detect_student_kind(args.teacher_model_name_or_path)
+            teacher = load_scorer(teacher_task, args.teacher_model_name_or_path, **options)
+        retrieval_results = _evaluate_retrieval(
+            retrieval_sets, {"teacher": teacher, "base": base, "student": student}, args
+        )
     models = {
         "student": args.model_name_or_path,
         "student_kind": task,
@@ -149,8 +209,54 @@ def main(argv: list[str] | None = None) -> dict:
         "base_num_hidden_layers": args.num_hidden_layers,
         "seed": args.seed,
     }
-    print(write_reports(results, models, args.output_dir))
-    return results
+    if retrieval_results is None:
+        print(write_reports(results, models, args.output_dir))
+        return results
+    models["teacher"] = args.teacher_model_name_or_path
+    print(_write_retrieval_reports(results, retrieval_results, models, args.output_dir))
+    return {**results, "retrieval": retrieval_results}
+
+
+def _retrieval_sets(corpus_file: str, queries_files: list[str]) -> tuple:
+    """Read and check the corpus and every query file (positive ids in the corpus) before a model is loaded."""
+    corpus = read_corpus(corpus_file)
+    files = eval_set_names(queries_files)
+    return corpus, {name: (path, read_queries(path, corpus)) for name, path in files.items()}
+
+
+def _evaluate_retrieval(retrieval_sets: tuple, scorers: dict, args: EvaluationArguments) -> dict:
+    corpus, query_sets = retrieval_sets
+    results = evaluate_models_as_retrievers(
+        corpus,
+        {name: queries for name, (_, queries) in query_sets.items()},
+        scorers,
+        args.retrieval_depth,
+        args.max_tokens_per_batch,
+        args.hnsw_threshold,
+    )
+    return {
+        name: {"queries_file": path, "corpus_file": args.corpus_file, **results[name]}
+        for name, (path, _) in query_sets.items()
+    }
+
+
+def _write_retrieval_reports(results: dict, retrieval_results: dict, models: dict, output_dir: str) -> str:
+    """The reranking reports (when there are eval files) with the retrieval sets added: ``metrics.json`` gains a
+    ``retrieval`` entry (per query set: teacher / base / student rows of nDCG@10, MRR@10, Recall@100, MAP@100)
+    and ``metrics.md`` a table per query set."""
+    output_dir = Path(output_dir)
+    markdown = write_reports(results, models, output_dir) if results else f"# Evaluation of `{models['student']}`\n"
+    report = (
+        json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+        if results
+        else {"models": models, "k": 10}
+    )
+    report["retrieval"] = retrieval_results
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    markdown = markdown + "\n" + retrieval_markdown(retrieval_results)
+    (output_dir / "metrics.md").write_text(markdown, encoding="utf-8")
+    return markdown
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ FLOORS = [
     "model_loading",
     "evaluation",
     "reports",
+    "retrieval",
+    "mining",
     "model_card",
     "hub",
     "cli",
