@@ -141,7 +141,7 @@ def test_mining_again_scores_nothing_and_writes_the_same_rows(workspace, tmp_pat
     def no_more_scoring(prepared):
         raise AssertionError("the teacher ran again on a complete scoring run")
 
-    teacher.run_batch = no_more_scoring
+    teacher.run_batch = teacher.start_batch = no_more_scoring  # start_batch: what the scorer calls
     mine(queries, corpus, BM25Retriever(corpus.texts), teacher, output, top_k=4, progress=False)
     assert output.read_text() == first
 

@@ -78,56 +78,59 @@ def decode_item(unit: str, raw: bytes) -> Any:
     return raw.decode("utf-8")
 
 
-class ItemFile(Sequence):
-    """The unique items of a run, on disk: ``items[k]`` reads item ``k``'s bytes at ``spans[k]`` with ``pread``.
+class _PreadFile:
+    """A file read at offsets with ``pread``, opened on first read. ``pread`` and not ``mmap``: pages read through a
+    map count in the process's resident memory until the kernel takes them back, pages read with ``pread`` live in
+    the page cache only. Safe to read from several threads."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def _read(self, size: int, offset: int) -> bytes:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return os.pread(self._fd, size, offset)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class ItemFile(_PreadFile, Sequence):
+    """The unique items of a run, on disk: ``items[k]`` reads item ``k``'s bytes at ``spans[k]``.
 
     The file holds every occurrence in input order (a duplicate is written again, and simply never read); only the
-    spans (two ``int64`` per unique item) are in memory. ``pread`` and not ``mmap``: pages read through a map count
-    in the process's resident memory until the kernel takes them back, pages read with ``pread`` live in the page
-    cache only. Safe to read from several threads.
+    spans (two ``int64`` per unique item) are in memory.
     """
 
     def __init__(self, path: Path, spans: np.ndarray, unit: str):
-        self.path, self.spans, self.unit = Path(path), spans, unit
-        self._fd: int | None = None
+        super().__init__(path)
+        self.spans, self.unit = spans, unit
 
     def __len__(self) -> int:
         return len(self.spans)
 
     def __getitem__(self, index: int) -> Any:  # type: ignore[override]
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
         start, end = self.spans[index]
-        return decode_item(self.unit, os.pread(self._fd, int(end - start), int(start)))
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        return decode_item(self.unit, self._read(int(end - start), int(start)))
 
 
-class TokenFile(Sequence):
+class TokenFile(_PreadFile, Sequence):
     """Every unique item's token ids (``int32``) in one file, ``ends[k]`` tokens after the start of item 0's:
-    written once by the length pass, read back per batch with ``pread`` (see :class:`ItemFile`)."""
+    written once by the length pass, read back per batch."""
 
     def __init__(self, path: Path, ends: np.ndarray):
-        self.path, self.ends = Path(path), ends
-        self._fd: int | None = None
+        super().__init__(path)
+        self.ends = ends
 
     def __len__(self) -> int:
         return len(self.ends)
 
     def __getitem__(self, index: int) -> list[int]:  # type: ignore[override]
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
         start = int(self.ends[index - 1]) if index else 0
-        raw = os.pread(self._fd, 4 * (int(self.ends[index]) - start), 4 * start)
-        return np.frombuffer(raw, dtype="<i4").tolist()
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        return np.frombuffer(self._read(4 * (int(self.ends[index]) - start), 4 * start), dtype="<i4").tolist()
 
 
 @dataclass
@@ -460,7 +463,7 @@ def score_groups(
     values = np.zeros((len(work.items), teacher.output_dim), dtype=np.float32)
     batches = plan_for(teacher, work, lengths, max_tokens_per_batch)
     with _progress(len(work.items), teacher.unit, progress, "teacher scoring") as bar:
-        for batch, batch_values in scored_batches(teacher, work.items, batches, query_ids=work.query_ids):
+        for batch, batch_values in scored_batches(teacher, work.items, batches):
             check_finite(batch_values, batch, work, teacher)
             values[batch] = batch_values
             bar.update(len(batch))
@@ -592,12 +595,16 @@ def _open_own_record_file(path: Path, record_size: int):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def groups_fingerprint(groups: Iterable[RankingGroup]) -> str:
-    """sha256 of the queries and passages, in order: what the scores depend on (labels are copied, not scored)."""
+def groups_fingerprint(groups: Iterable[RankingGroup]) -> dict[str, Any]:
+    """sha256 of the queries and passages, in order (what the scores depend on; labels are copied, not scored),
+    and the number of groups: the ``input`` part of a run's fingerprint. :func:`build_work` computes the same
+    in its own pass."""
     digest = hashlib.sha256()
+    count = 0
     for group in groups:
         digest.update(_group_digest_line(group))
-    return digest.hexdigest()
+        count += 1
+    return {"groups_sha256": digest.hexdigest(), "num_groups": count}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -848,22 +855,18 @@ def score_to_file(
     output_file = Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
     work_dir = partial_dir_for(output_file)
+    items_tmp = Path(f"{work_dir}.items.tmp")  # rank 0's items, until they move into the work dir
     if rank == 0:
-        items_tmp = Path(f"{work_dir}.items.tmp")
         try:
             work = build_work(teacher, groups, items_path=items_tmp)
         except BaseException:
             items_tmp.unlink(missing_ok=True)
             raise
-        sha, num_groups = work.groups_sha256, work.num_groups
+        input_fingerprint = {"groups_sha256": work.groups_sha256, "num_groups": work.num_groups}
     else:
-        work, sha, num_groups = None, hashlib.sha256(), 0
-        for group in groups:  # only to check that every process was given the same input
-            sha.update(_group_digest_line(group))
-            num_groups += 1
-        sha = sha.hexdigest()
+        work, input_fingerprint = None, groups_fingerprint(groups)  # only to check every process has the same input
     fingerprint = {
-        "input": {"groups_sha256": sha, "num_groups": num_groups},
+        "input": input_fingerprint,
         "teacher": teacher.fingerprint(),
         "num_items": len(work.items) if work is not None else None,
         "record_dim": teacher.output_dim,
@@ -879,7 +882,7 @@ def score_to_file(
         )
     if _already_complete(output_file, work_dir, fingerprint):
         if rank == 0:
-            Path(f"{work_dir}.items.tmp").unlink(missing_ok=True)
+            items_tmp.unlink(missing_ok=True)
             logger.info("%s is already complete (same input, teacher and options): nothing to score", output_file)
         return output_file if rank == 0 else None
     start = time.perf_counter()
@@ -887,7 +890,7 @@ def score_to_file(
         try:
             lengths = prepare_work_dir(work_dir, fingerprint, teacher, work, overwrite_partial)
         finally:
-            Path(f"{work_dir}.items.tmp").unlink(missing_ok=True)
+            items_tmp.unlink(missing_ok=True)
         for stale in [*work_dir.glob("done.rank*"), *work_dir.glob("failed.rank*")]:
             stale.unlink()  # markers of an earlier attempt: this one writes its own
     manifest_path = work_dir / "manifest.json"
@@ -942,10 +945,7 @@ def score_to_file(
         if work.tokens is not None:
             work.tokens.close()
         return None
-    del store
-    _wait_for_ranks(
-        work_dir, world_size, RecordStore(work_dir, num_items, teacher.output_dim), num_items, work.unit, poll_seconds
-    )
+    _wait_for_ranks(work_dir, world_size, store, num_items, work.unit, poll_seconds)
     full = _read_all_records(work_dir, num_items, teacher)
     missing = np.flatnonzero(~full.done)
     if len(missing):
