@@ -108,6 +108,11 @@ def _default_max_length(tokenizer: Any, fallback: int = 512) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _padded_ids(tokenizer: Any, ids: Sequence[Sequence[int]], device: torch.device) -> dict[str, torch.Tensor]:
+    """Token ids padded by the tokenizer (its side, its pad token) with their attention mask, as :func:`_pinned`."""
+    return _pinned(tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"), device)
+
+
 class PendingValues:
     """A batch's values on their way to the host. From a GPU tensor the copy goes to pinned memory with
     ``non_blocking=True`` and a CUDA event marks its end; :meth:`result` waits for that event alone, so the
@@ -593,7 +598,7 @@ class CrossEncoderTeacher(Teacher):
         return self._tokenize(items)["input_ids"]
 
     def prepare_encoded(self, ids: Sequence[Sequence[int]], query_ids: Sequence[int] | None = None) -> Any:
-        return _pinned(self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"), self.device)
+        return _padded_ids(self.tokenizer, ids, self.device)
 
     @torch.inference_mode()
     def start_batch(self, prepared: Any) -> PendingValues:
@@ -711,7 +716,7 @@ class EmbeddingTeacher(Teacher):
         return self._tokenize(items)["input_ids"]
 
     def prepare_encoded(self, ids: Sequence[Sequence[int]], query_ids: Sequence[int] | None = None) -> Any:
-        return _pinned(self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"), self.device)
+        return _padded_ids(self.tokenizer, ids, self.device)
 
     @torch.inference_mode()
     def start_batch(self, prepared: Any) -> PendingValues:
