@@ -169,6 +169,22 @@ def untrained_embedding_student():
     return model
 
 
+def zero_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout probability of ``model`` to 0 for training, as hf_distill's default ``--dropout 0`` does
+    (:func:`hf_distill.students.set_dropout`): the ``p`` of every ``nn.Dropout`` module (BERT's attention dropout
+    reads ``self.dropout.p``) and float ``attention_dropout`` attributes; the config keeps its values. Returns how
+    many places were set."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+            changed += 1
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+            changed += 1
+    return changed
+
+
 def run_timed(command: list[str], log_path: str | os.PathLike, env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``command``; return its wall seconds and peak RSS (MiB, of the process itself, from ``wait4``)."""
     with open(log_path, "w", encoding="utf-8") as log:
