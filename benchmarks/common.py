@@ -169,20 +169,15 @@ def untrained_embedding_student():
     return model
 
 
-def zero_dropout(model: torch.nn.Module) -> int:
-    """Set every dropout probability of ``model`` to 0 for training, as hf_distill's default ``--dropout 0`` does
-    (:func:`hf_distill.students.set_dropout`): the ``p`` of every ``nn.Dropout`` module (BERT's attention dropout
-    reads ``self.dropout.p``) and float ``attention_dropout`` attributes; the config keeps its values. Returns how
-    many places were set."""
-    changed = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-            changed += 1
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-            changed += 1
-    return changed
+def fresh_reranker(seed: int, **config):
+    """The reranker students' common start: all-MiniLM-L6-v2's first ``STUDENT_LAYERS`` layers and a fresh one-logit
+    head, drawn right after ``torch.manual_seed(seed)``; ``config`` overrides config fields (e.g. dropout)."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_pretrained(
+        minilm_path(), num_labels=1, num_hidden_layers=STUDENT_LAYERS, **config
+    )
 
 
 def run_timed(command: list[str], log_path: str | os.PathLike, env: dict[str, str] | None = None) -> dict[str, float]:

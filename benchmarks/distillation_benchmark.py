@@ -76,6 +76,7 @@ from common import (  # noqa: E402
     STUDENT_LAYERS,
     evaluate_embedding,
     evaluate_reranker,
+    fresh_reranker,
     load_json,
     minilm_path,
     prepare_data,
@@ -84,7 +85,6 @@ from common import (  # noqa: E402
     save_json,
     teacher_metrics,
     untrained_embedding_student,
-    zero_dropout,
 )
 
 # hf_distill's pipelines: name -> (recipe, flags beyond recipe_argv). The gradient-cache row shows the memory knob:
@@ -182,22 +182,18 @@ def _practice_args(cls, output_dir: str, seed: int = DEFAULT_SEED):
     )
 
 
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
 def fresh_reranker_init(init_dir: str, seed: int, dropout: float | None = None) -> None:
-    """Save the reranker students' common start to ``init_dir``: MiniLM's first 2 layers and a fresh one-logit head
-    drawn right after ``torch.manual_seed(seed)``. ``dropout``: written into the config (hidden, attention and
-    classifier dropout), for trainers whose model we cannot reach before training (FlagEmbedding)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """Save :func:`common.fresh_reranker` at ``seed`` (and its tokenizer) to ``init_dir``. ``dropout``: written into
+    the config (hidden, attention and classifier dropout), for trainers whose model we cannot reach before training
+    (FlagEmbedding)."""
+    from transformers import AutoTokenizer
 
     config = {} if dropout is None else dict.fromkeys(DROPOUT_FIELDS + ("classifier_dropout",), dropout)
-    torch.manual_seed(seed)
-    AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=1, num_hidden_layers=STUDENT_LAYERS, **config
-    ).save_pretrained(init_dir)
+    fresh_reranker(seed, **config).save_pretrained(init_dir)
     AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(init_dir)
-
-
-DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
 class _Progress:
@@ -302,6 +298,8 @@ def train_peer_listwise_reranker(loss_name: str, train_file: str, output_dir: st
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import LambdaLoss, ListNetLoss, NDCGLoss2PPScheme
 
+    from hf_distill.students import set_dropout
+
     rows, temperature = teacher_rows(train_file)
     train_dataset = Dataset.from_dict(
         {
@@ -313,7 +311,7 @@ def train_peer_listwise_reranker(loss_name: str, train_file: str, output_dir: st
     init_dir = os.path.join(output_dir, "init")
     fresh_reranker_init(init_dir, seed)
     model = CrossEncoder(init_dir, num_labels=1, max_length=MAX_LENGTH, device="cpu")
-    zeroed = zero_dropout(model)
+    zeroed = set_dropout(model, 0.0)
     # Raw logits (Identity, as hf_distill's student temperature 1); mini_batch_size None = ST's default: the
     # batch's 8 x 16 pairs go through the model 8 pairs (= the batch size) at a time.
     if loss_name == "listnet":
@@ -341,6 +339,8 @@ def train_peer_distillkl_embedding(train_file: str, output_dir: str, seed: int =
     from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss
     from sentence_transformers.util import pairwise_cos_sim
 
+    from hf_distill.students import set_dropout
+
     rows, temperature = teacher_rows(train_file)
     width = PEER["group_size"]
     if any(len(row["passages"]) != width for row in rows):
@@ -350,7 +350,7 @@ def train_peer_distillkl_embedding(train_file: str, output_dir: str, seed: int =
         columns[f"doc_{i + 1}"] = [row["passages"][i] for row in rows]
     columns["label"] = [row["scores"] for row in rows]
     model = untrained_embedding_student()
-    zeroed = zero_dropout(model)
+    zeroed = set_dropout(model, 0.0)
     # softmax(t / T_t) against softmax(cos / 0.05): hf_distill embedding's two distributions. The loss is
     # multiplied by T_s^2 = 0.0025 (ST's choice); hf_distill's listnet is not: same distributions, the
     # gradients 400x smaller (AdamW normalises the scale away; max_grad_norm 1 then rarely clips).
@@ -791,14 +791,11 @@ def count_peer(pipeline: str, train_file: str, seed: int = DEFAULT_SEED) -> dict
 
 
 def untrained_reranker_metrics(files: dict[str, str]) -> dict:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    torch.manual_seed(42)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=1, num_hidden_layers=STUDENT_LAYERS
+    return evaluate_reranker(
+        fresh_reranker(DEFAULT_SEED), files, tokenizer=AutoTokenizer.from_pretrained(minilm_path())
     )
-    return evaluate_reranker(model, files, tokenizer=AutoTokenizer.from_pretrained(minilm_path()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

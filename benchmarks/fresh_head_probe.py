@@ -38,7 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import MAX_LENGTH, STUDENT_LAYERS, evaluate_reranker, minilm_path, prepare_data, read_rows  # noqa: E402
+from common import (
+    MAX_LENGTH,
+    STUDENT_LAYERS,
+    evaluate_reranker,
+    fresh_reranker,
+    minilm_path,
+    prepare_data,
+    read_rows,
+)  # noqa: E402
 
 
 def zero_last_query(model) -> None:
@@ -50,12 +58,9 @@ def zero_last_query(model) -> None:
 
 @torch.no_grad()
 def diagnose(files: dict[str, str], zero_query: bool) -> dict[str, float]:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    torch.manual_seed(42)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=1, num_hidden_layers=STUDENT_LAYERS
-    ).eval()
+    model = fresh_reranker(42).eval()
     if zero_query:
         zero_last_query(model)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
