@@ -276,6 +276,27 @@ def listwise_labels(loss: str, scores: list[float], temperature: float) -> list[
     return [(score - low) / temperature for score in scores]
 
 
+# Set by the parent for the peers' child processes: optimizer steps (-1: the epoch's), see `peer_max_steps`.
+PEER_MAX_STEPS_ENV = "HF_DISTILL_BENCH_PEER_MAX_STEPS"
+
+
+def peer_max_steps(pipeline: str, train_file: str, length: str) -> int:
+    """Optimizer steps of a peer: -1 (its one epoch) or, with ``length="matched"``, as many as hf_distill's recipe
+    of the same kind trains on this data (its ``min_train_steps`` default lengthens a fresh-head reranker's short
+    run), so that the peers and hf_distill get the same number of updates."""
+    if length == "epoch":
+        return -1
+    from hf_distill.training_args import DistillationArguments
+
+    per_epoch = -(-len(read_rows(train_file)) // PEER["batch_size"])
+    minimum = DistillationArguments(output_dir="/tmp/unused").min_train_steps_for(pipeline_kind(pipeline) == "reranker")
+    return minimum if per_epoch < minimum else -1
+
+
+def _peer_max_steps() -> int:
+    return int(os.environ.get(PEER_MAX_STEPS_ENV, "-1"))
+
+
 def _peer_args(cls, output_dir: str, seed: int):
     """hf_distill's defaults (PEER), as a careful user would set them on a sentence-transformers trainer."""
     return _trainer_args(
@@ -288,6 +309,7 @@ def _peer_args(cls, output_dir: str, seed: int):
         warmup_steps=PEER["warmup_steps"],
         weight_decay=PEER["weight_decay"],
         logging_steps=PEER["logging_steps"],
+        max_steps=_peer_max_steps(),
     )
 
 
@@ -507,6 +529,8 @@ def train_flagembedding(kind: str, train_file: str, output_dir: str, seed: int =
         os.path.join(output_dir, "final"),
         "--num_train_epochs",
         "1",
+        "--max_steps",
+        str(_peer_max_steps()),
         "--per_device_train_batch_size",
         str(PEER["batch_size"]),
         "--learning_rate",
@@ -1120,6 +1144,12 @@ def main() -> None:
         action="store_true",
         help="where `python -m FlagEmbedding.finetune...` cannot import, run it with FlagEmbedding/__init__ skipped",
     )
+    parser.add_argument(
+        "--peer_length",
+        choices=("matched", "epoch"),
+        default="matched",
+        help="matched: each peer trains as many steps as hf_distill's recipe of its kind (min_train_steps); epoch: 1",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 48 train / 30 eval queries, 1 repeat")
     parser.add_argument(
         "--train_queries", type=int, default=None, help="train on the first N queries only (all 600 by default)"
@@ -1184,8 +1214,13 @@ def main() -> None:
                 flags = ("--skip_package_init",) if pipeline.startswith("flagembedding") else ()
                 flags = flags if args.flagembedding_skip_package_init else ()
                 command = command_for(pipeline, files["train"], str(run_dir), seed, flags)
+                child_env = {}
+                if pipeline in PEERS:
+                    steps = peer_max_steps(pipeline, files["train"], args.peer_length)
+                    child_env[PEER_MAX_STEPS_ENV] = str(steps)
+                    results.setdefault("peer_max_steps", {})[key] = steps
                 try:
-                    timing = run_timed(command, log_path)
+                    timing = run_timed(command, log_path, env=child_env)
                 except RuntimeError as error:
                     if pipeline not in PEERS:
                         raise

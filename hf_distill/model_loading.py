@@ -26,6 +26,7 @@ from transformers.utils import logging as hf_logging
 
 from .errors import ConfigError
 from .kinds import CAUSAL_LM, STUDENT_TYPES, Task, check_task, is_causal_lm, is_causal_lm_checkpoint
+from .students import mark_fresh_head
 from .trainer import write_student_sentence_transformers_config
 
 logger = logging.getLogger("hf_distill")
@@ -119,6 +120,7 @@ def _load_checkpoint(task: Task, model_args: ModelArguments, student_type: str):
     fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
     fresh += [k for k in info.get("mismatched_keys", [])]
     if fresh:
+        mark_fresh_head(model)
         logger.warning(
             "%s has no one-logit classification head: added a freshly initialised one (num_labels=1). "
             "Its scores are random until distillation trains it.",

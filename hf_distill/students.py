@@ -111,6 +111,25 @@ def set_dropout(model: torch.nn.Module, probability: float) -> int:
     return changed
 
 
+# Set by hf_distill.model_loading.load_student on a reranker whose one-logit head it had to initialise: a plain
+# instance attribute, never written to the saved config. PEFT and DDP wrappers forward the lookup to the model.
+FRESH_HEAD_ATTRIBUTE = "hf_distill_fresh_head"
+
+
+def mark_fresh_head(model: torch.nn.Module) -> None:
+    """Record on ``model`` that its classification head was freshly initialised (read by :func:`has_fresh_head`)."""
+    setattr(model, FRESH_HEAD_ATTRIBUTE, True)
+
+
+def has_fresh_head(model: torch.nn.Module) -> bool:
+    """Whether :func:`mark_fresh_head` marked ``model`` (or the model a PEFT / DDP wrapper holds)."""
+    while model is not None:
+        if getattr(model, FRESH_HEAD_ATTRIBUTE, False) is True:
+            return True
+        model = getattr(model, "module", None)
+    return False
+
+
 def resolve_student_type(student_type: str, model: torch.nn.Module) -> str:
     """The kind (``cross_encoder`` or ``causal_lm``) of a reranker student; ``auto`` follows the model class."""
     if student_type not in STUDENT_TYPES:

@@ -42,6 +42,7 @@ from .students import (
     CausalYesNoScorer,
     CrossEncoderScorer,
     Scorer,
+    has_fresh_head,
     resolve_student_type,
     set_dropout,
 )
@@ -229,6 +230,44 @@ class DistillationTrainer(Trainer):
         self._length_sampler: EpochSeededLengthGroupedSampler | None = None
         self._non_embedding_parameters: int | None = None  # counted on first use (floating_point_ops)
         self.add_callback(_EpochSeedCallback(self))
+        self._lengthen_short_run(model)
+
+    def planned_train_steps(self) -> int | None:
+        """Optimizer steps that ``num_train_epochs`` gives on this run's data and processes (None: no train set).
+
+        The Trainer's own count (``set_initial_training_values``): each rank gets ``ceil(batches / world_size)``
+        batches (accelerate's even batches), one update per ``gradient_accumulation_steps`` of them.
+        """
+        if self.train_dataset is None or not hasattr(self.train_dataset, "__len__"):
+            return None
+        args = self.args
+        batch = args.per_device_train_batch_size
+        batches = (
+            len(self.train_dataset) // batch if args.dataloader_drop_last else -(-len(self.train_dataset) // batch)
+        )
+        per_rank = -(-batches // max(args.world_size, 1))
+        per_epoch = max(-(-per_rank // args.gradient_accumulation_steps), 1)
+        return math.ceil(args.num_train_epochs * per_epoch)
+
+    def _lengthen_short_run(self, model: torch.nn.Module) -> None:
+        """``--min_train_steps``: train a short run for that many steps instead of its epochs (logged)."""
+        minimum = self.args.min_train_steps_for(has_fresh_head(model))
+        planned = self.planned_train_steps()
+        if minimum <= 0 or self.args.max_steps > 0 or planned is None or planned >= minimum:
+            return
+        per_epoch = planned / self.args.num_train_epochs if self.args.num_train_epochs else planned
+        self.args.max_steps = minimum
+        logger.warning(
+            "%d training groups give %d optimizer steps in %g epoch(s); training %d steps instead (%.1f epochs, "
+            "--min_train_steps %s): a fresh head needs them to leave the uniform-score plateau (BENCHMARKS.md, "
+            '"Fresh head"). --min_train_steps 0 keeps the epochs; --max_steps N sets the length.',
+            len(self.train_dataset),
+            planned,
+            self.args.num_train_epochs,
+            minimum,
+            minimum / per_epoch if per_epoch else float("nan"),
+            self.args.min_train_steps,
+        )
 
     def set_sampling_epoch(self, epoch: int) -> None:
         """Tell the candidate sampler and the length-grouped sampler which epoch is starting.

@@ -16,7 +16,10 @@ from transformers import TrainingArguments
 from .errors import ConfigError
 from .losses import get_loss
 
-__all__ = ["DistillationArguments", "parse_temperature"]
+__all__ = ["FRESH_HEAD_MIN_TRAIN_STEPS", "DistillationArguments", "parse_temperature"]
+
+# Optimizer steps a fresh reranker head gets at least, by default (BENCHMARKS.md, "Fresh head").
+FRESH_HEAD_MIN_TRAIN_STEPS = 100
 
 
 def parse_temperature(name: str, value: Any) -> float | str:
@@ -69,6 +72,12 @@ class DistillationArguments(TrainingArguments):
         student_type, instruction: reranker students: ``cross_encoder`` (one logit), ``causal_lm``
             (Qwen3-Reranker style ``logit(yes) - logit(no)``, with ``instruction`` as its ``<Instruct>`` line)
             or ``auto`` (``causal_lm`` for a ``*ForCausalLM`` checkpoint).
+        min_train_steps: a run whose epochs give fewer optimizer steps trains this many instead (as
+            ``max_steps``: the data repeated, the schedule over all of them); ``auto`` = 100
+            (``FRESH_HEAD_MIN_TRAIN_STEPS``) for a reranker whose one-logit head was freshly initialised, else 0
+            (off); ignored when ``max_steps`` is set. A fresh head on a mean-pooling checkpoint sits at uniform
+            scores (listwise loss ln N) until Adam has grown its logits' spread from ~1e-4 to ~1, which 25 steps
+            (200 queries, 8 per step) do not do (BENCHMARKS.md, "Fresh head").
         learning_rate: 3e-4 (not the Trainer's 5e-5) for a small layer-cut student with a fresh head; the seed
             configs fine-tune pretrained students at 1e-5 to 2e-5 (BENCHMARKS.md, "Seeds").
         remove_unused_columns, ddp_broadcast_buffers, ddp_timeout, train_sampling_strategy: Trainer fields
@@ -167,6 +176,14 @@ class DistillationArguments(TrainingArguments):
         default=None,
         metadata={"help": "causal_lm students: the <Instruct> line of the Qwen3-Reranker prompt, as for the teacher."},
     )
+    # --- how long a short run trains -----------------------------------------------------------------------------
+    min_train_steps: str = field(
+        default="auto",
+        metadata={
+            "help": "Train at least this many optimizer steps (repeating the data); auto = "
+            f"{FRESH_HEAD_MIN_TRAIN_STEPS} for a reranker with a fresh head, else 0 (off). Ignored with max_steps."
+        },
+    )
     # --- Trainer defaults that distillation needs -------------------------------------------------------------------
     learning_rate: float = field(
         default=3e-4,
@@ -203,6 +220,22 @@ class DistillationArguments(TrainingArguments):
         if not 0.0 <= probability < 1.0:
             raise ConfigError(f"--dropout must be a probability in [0, 1) or 'keep', got {self.dropout!r}.")
         return probability
+
+    def min_train_steps_for(self, fresh_head: bool) -> int:
+        """``min_train_steps`` as a number of steps for a student with (``fresh_head``) or without a fresh head."""
+        value = self.min_train_steps
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return FRESH_HEAD_MIN_TRAIN_STEPS if fresh_head else 0
+        try:
+            steps = int(value)
+        except (TypeError, ValueError):
+            steps = -1
+        if steps < 0 or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(
+                f"--min_train_steps must be a whole number of steps >= 0 or 'auto', got {value!r}. "
+                "Fix: pass e.g. --min_train_steps 100, or 0 to train exactly num_train_epochs."
+            )
+        return steps
 
     def loss_options(self) -> dict[str, Any]:
         """The options of ``self.loss`` that its function accepts, taken from the fields above and ``loss_kwargs``."""

@@ -8,6 +8,7 @@ import datasets
 import pytest
 import torch
 
+from hf_distill.errors import ConfigError
 from hf_distill.metrics import ranking_metrics
 from hf_distill.trainer import (
     DistillationArguments,
@@ -586,3 +587,48 @@ def test_pooling_auto_never_guesses_when_the_pooling_config_is_missing(
             train_dataset=train_dataset,
             processing_class=tokenizer,
         )
+
+
+def test_a_fresh_head_trains_at_least_min_train_steps_and_says_so(tmp_path, tokenizer, train_dataset, caplog):
+    from peft import LoraConfig, get_peft_model
+
+    from hf_distill.model_loading import ModelArguments, load_student
+    from hf_distill.students import has_fresh_head
+    from hf_distill.training_args import FRESH_HEAD_MIN_TRAIN_STEPS
+
+    from conftest import save_tiny_checkpoint
+
+    encoder = save_tiny_checkpoint(tokenizer, tmp_path / "encoder", kind="encoder")
+    reranker = save_tiny_checkpoint(tokenizer, tmp_path / "reranker", kind="reranker")
+    fresh, _ = load_student("reranker", ModelArguments(model_name_or_path=encoder))
+    trained, _ = load_student("reranker", ModelArguments(model_name_or_path=reranker))
+    assert has_fresh_head(fresh) and not has_fresh_head(trained)
+    lora = get_peft_model(fresh, LoraConfig(r=2, target_modules=["query"], modules_to_save=["classifier"]))
+    assert has_fresh_head(lora)  # PEFT wrappers forward the lookup to the model they hold
+    assert "hf_distill_fresh_head" not in fresh.config.to_dict()  # never written to the saved config
+
+    def trainer_for(model, **overrides):
+        epochs = dict(max_steps=-1, num_train_epochs=1, lr_scheduler_type="linear")
+        return RerankerDistillationTrainer(
+            model=model,
+            args=_args(tmp_path, **{**epochs, **overrides}),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+        )
+
+    with caplog.at_level(logging.WARNING, logger="hf_distill"):
+        lengthened = trainer_for(fresh)
+    assert lengthened.planned_train_steps() == 4  # 16 groups, 4 per step, 1 epoch
+    assert lengthened.args.max_steps == FRESH_HEAD_MIN_TRAIN_STEPS
+    assert "16 training groups give 4 optimizer steps" in caplog.text and "--min_train_steps 0" in caplog.text
+    assert trainer_for(fresh, min_train_steps="0").args.max_steps == -1
+    assert trainer_for(fresh, max_steps=3).args.max_steps == 3  # an explicit length wins
+    assert trainer_for(trained).args.max_steps == -1  # auto: only a fresh head is lengthened
+    assert trainer_for(fresh, num_train_epochs=30).args.max_steps == -1  # 120 planned steps: long enough
+
+    # An explicit minimum applies to any student: the data repeats and the schedule spans every step.
+    trainer = trainer_for(trained, min_train_steps="7")
+    trainer.train()
+    assert trainer.state.global_step == 7 and trainer.state.epoch > 1
+    with pytest.raises(ConfigError, match="--min_train_steps must be a whole number"):
+        trainer_for(trained, min_train_steps="many")
