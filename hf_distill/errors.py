@@ -14,6 +14,7 @@ class                       raised for
 :class:`ResumeMismatchError`  a partial scoring run made with other input, teacher or options
 :class:`NonFiniteScoreError`  a teacher score that is NaN or infinite (the scoring run stops at its batch)
 :class:`HubPushError`       a push to the Hub that failed; local files are unchanged
+:class:`PeerProcessError`   another process of a data-parallel job failed: this one stops too, at once
 :class:`MissingDependencyError`  an optional package a feature needs is not installed
 ==========================  ======================================================================
 
@@ -30,6 +31,7 @@ __all__ = [
     "HubPushError",
     "MissingDependencyError",
     "NonFiniteScoreError",
+    "PeerProcessError",
     "ResumeMismatchError",
     "TeacherConfigError",
 ]
@@ -75,6 +77,11 @@ class NonFiniteScoreError(HfDistillError):
 
 class HubPushError(HfDistillError):
     """A push to the Hub failed (network, login, permissions, repo name); the local files are unchanged."""
+
+
+class PeerProcessError(HfDistillError):
+    """Another process of a data-parallel job stopped with an error (named in the message): this process stops
+    too instead of waiting at the next collective until its timeout."""
 
 
 class MissingDependencyError(HfDistillError, ImportError):

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import RankingGroup, iter_rows
-from .errors import ConfigError, DataFormatError, MissingDependencyError, NonFiniteScoreError
+from .errors import ConfigError, DataFormatError, MissingDependencyError, NonFiniteScoreError, PeerProcessError
 from .evaluation import metric_change
 from .teachers import DEFAULT_MAX_TOKENS_PER_BATCH, Teacher, score_groups
 from .teachers.runner import item_lengths, plan_batches, prepared_batches
@@ -356,12 +356,28 @@ class _ShareGatherer:
 
             dist.init_process_group(backend="gloo", timeout=timedelta(hours=6))
 
-    def gather(self, mine: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def gather(
+        self, mine: list[tuple[np.ndarray, np.ndarray]], failure: Exception | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every process's batches, in rank order. A process that failed (``failure``) still takes part, with its
+        error's message, so every process stops at this gather instead of the others waiting here for hours:
+        the failing one re-raises its own error, the others raise :class:`PeerProcessError` naming it."""
         if self.world_size <= 1:
+            if failure is not None:
+                raise failure
             return mine
+        message = None if failure is None else f"{type(failure).__name__}: {failure}"
         everyone: list[Any] = [None] * self.world_size
-        self.dist.all_gather_object(everyone, mine)
-        return [pair for share in everyone for pair in share]
+        self.dist.all_gather_object(everyone, (message, mine))
+        if failure is not None:
+            raise failure
+        for rank, (peer_message, _) in enumerate(everyone):
+            if peer_message is not None:
+                raise PeerProcessError(
+                    f"process {rank} of {self.world_size} failed while encoding ({peer_message}); process "
+                    f"{self.rank} stops too. Fix what that message says and rerun."
+                )
+        return [pair for _, share in everyone for pair in share]
 
 
 def encode_texts(
@@ -398,19 +414,22 @@ def encode_texts(
         for start in range(0, len(texts), ENCODE_CHUNK):
             chunk = texts[start : start + ENCODE_CHUNK]
             plan = plan_batches(item_lengths(encoder, chunk), max_tokens_per_batch)
-            encoded = []
-            for batch, prepared in prepared_batches(encoder, chunk, plan[rank::world_size]):
-                embeddings = encoder.run_batch(prepared)
-                if not np.isfinite(embeddings).all():
-                    row = int(np.argmin(np.isfinite(embeddings).all(axis=1)))
-                    raise NonFiniteScoreError(
-                        f"{encoder.model_name_or_path} gave a non-finite embedding for "
-                        f"{chunk[int(batch[row])][:80]!r}. Fix: encode in float32 (float16 overflows), or check "
-                        "the checkpoint."
-                    )
-                encoded.append((batch + start, embeddings))
-                bar.update(len(batch) * world_size)
-            for indices, embeddings in gatherer.gather(encoded):
+            encoded, failure = [], None
+            try:
+                for batch, prepared in prepared_batches(encoder, chunk, plan[rank::world_size]):
+                    embeddings = encoder.run_batch(prepared)
+                    if not np.isfinite(embeddings).all():
+                        row = int(np.argmin(np.isfinite(embeddings).all(axis=1)))
+                        raise NonFiniteScoreError(
+                            f"{encoder.model_name_or_path} gave a non-finite embedding for "
+                            f"{chunk[int(batch[row])][:80]!r}. Fix: encode in float32 (float16 overflows), or "
+                            "check the checkpoint."
+                        )
+                    encoded.append((batch + start, embeddings))
+                    bar.update(len(batch) * world_size)
+            except Exception as error:  # told to the other processes at the gather, then raised here
+                failure = error
+            for indices, embeddings in gatherer.gather(encoded, failure):
                 if sink is not None:
                     sink(indices, embeddings)
                 else:

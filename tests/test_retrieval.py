@@ -405,3 +405,40 @@ def test_corpus_encoding_is_shared_by_two_processes_with_the_same_vectors(tmp_pa
         shared = np.load(tmp_path / f"out.rank{rank}.npz")
         np.testing.assert_allclose(shared["vectors"], alone, atol=1e-6)
         np.testing.assert_array_equal(shared["indices"], expected)
+
+
+FAILING_RANK_SCRIPT = """
+import os, sys, time
+import numpy as np
+from hf_distill.errors import HfDistillError
+from hf_distill.evaluation import load_scorer
+from hf_distill.retrieval import encode_texts
+encoder = load_scorer("embedding", sys.argv[1])
+if os.environ["RANK"] == "1":  # this process's encoder breaks: float16 overflow, say
+    original = encoder.run_batch
+    encoder.run_batch = lambda prepared: original(prepared) * np.nan
+started = time.monotonic()
+try:
+    encode_texts(encoder, ["a text about the kernel %d" % i for i in range(40)], max_tokens_per_batch=64)
+except HfDistillError as error:
+    print("rank %s after %.0f s: %s: %s" % (os.environ["RANK"], time.monotonic() - started, type(error).__name__, error))
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_fails_while_encoding_stops_the_others_at_once(tmp_path, tiny_embedder):
+    import os
+    import subprocess
+
+    from conftest import free_port
+
+    (tmp_path / "encode.py").write_text(FAILING_RANK_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(free_port()), str(tmp_path / "encode.py"), tiny_embedder]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    assert "rank 1 after" in result.stdout and "NonFiniteScoreError: " in result.stdout, result.stdout + result.stderr
+    peer = next(line for line in result.stdout.splitlines() if line.startswith("rank 0 after"))
+    assert "PeerProcessError: process 1 of 2 failed while encoding (NonFiniteScoreError" in peer
