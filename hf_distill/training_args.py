@@ -80,8 +80,11 @@ class DistillationArguments(TrainingArguments):
             (200 queries, 8 per step) do not do (BENCHMARKS.md, "Fresh head").
         learning_rate: 3e-4 (not the Trainer's 5e-5) for a small layer-cut student with a fresh head; the seed
             configs fine-tune pretrained students at 1e-5 to 2e-5 (BENCHMARKS.md, "Seeds").
-        remove_unused_columns, ddp_broadcast_buffers, ddp_timeout, train_sampling_strategy: Trainer fields
-            with the values distillation needs (see each field's help).
+        remove_unused_columns, ddp_broadcast_buffers, ddp_timeout: Trainer fields with the values distillation
+            needs (see each field's help). ``train_sampling_strategy`` keeps the Trainer's ``random``: batches
+            of queries drawn by similar length (``group_by_length``) trained a fresh-head reranker to MAP 0.400
+            where random batches reached 0.530 (200 queries, 100 steps), and buy no padding here, because each
+            step's pairs are length-sorted into micro-batches anyway (97.0% vs 96.7% real tokens).
     """
 
     # --- loss ---------------------------------------------------------------------------------------------------
@@ -201,12 +204,6 @@ class DistillationArguments(TrainingArguments):
     ddp_timeout: int = field(
         default=10800,
         metadata={"help": "Seconds a process waits at a collective (3 h: the main process tokenises the data alone)."},
-    )
-    train_sampling_strategy: str = field(
-        default="group_by_length",
-        metadata={
-            "help": "group_by_length (default: groups of similar token length share a batch), random, sequential."
-        },
     )
 
     def dropout_probability(self) -> float | None:

@@ -474,7 +474,7 @@ def test_length_grouped_permutation_is_drawn_from_seed_and_epoch(tmp_path, token
 
     trainer = RerankerDistillationTrainer(
         model=tiny_reranker,
-        args=_args(tmp_path, per_device_train_batch_size=2),
+        args=_args(tmp_path, per_device_train_batch_size=2, train_sampling_strategy="group_by_length"),
         train_dataset=train_dataset,
         processing_class=tokenizer,
     )
