@@ -21,7 +21,9 @@ and eval_out_of_domain, next to the teacher and the untrained students. Student 
 are counted by replaying each pipeline's batches (hf_distill: its own train dataloader; sentence-transformers:
 random batches of 16 rows, each column padded to its longest, as its collator does).
 
-The peers at their best (not in the default ``--pipelines``; same data, same student, 1 epoch, max_length 128,
+The peers at their best (not in the default ``--pipelines``; same data, same student, max_length 128, as many
+optimizer steps as hf_distill's recipe of the same kind (``--peer_length matched``, the default: 100 for the
+fresh-head reranker on fewer than 800 queries, as its ``min_train_steps``; ``epoch``: one epoch),
 each configured to hf_distill's defaults so that the machinery is compared, not the settings: batch 8 queries x
 16 candidates, lr 3e-4, linear schedule without warmup, no weight decay, dropout 0, teacher scores divided by
 ``teacher_score_spread`` (hf_distill's ``teacher_temperature="auto"``), student temperature 1 for rerankers and

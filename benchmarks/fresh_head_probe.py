@@ -8,8 +8,10 @@ all-MiniLM-L6-v2 cut to 2 layers, a fresh ``BertForSequenceClassification`` head
   pooler's output, the logit, and the teacher's scores. ``--zero_last_query`` first zeroes the last layer's query
   projection, so that [CLS] attends uniformly to every token in that layer (the other positions' last-layer
   outputs never reach a sequence-classification score, so this only changes what [CLS] reads).
-* ``train``: ``recipes/reranker.py``'s own run (``hf_distill.recipe.run_distillation``, 1 epoch, the benchmark's
-  flags plus ``--seed``) with one change from ``--variant`` (JSON), then MAP on both eval splits; one JSON line per
+* ``train``: ``recipes/reranker.py``'s own run (``hf_distill.recipe.run_distillation``, 1 epoch, which the
+  recipe's ``min_train_steps`` default now lengthens to 100 steps below 800 queries; the table in BENCHMARKS.md ran
+  the old defaults: ``"flags": ["--min_train_steps", "0", "--train_sampling_strategy", "group_by_length"]``; the
+  benchmark's flags plus ``--seed``) with one change from ``--variant`` (JSON), then MAP on both eval splits; one JSON line per
   run is appended to ``--results``. Variant keys (combine freely):
   ``head_std`` (re-draw the classifier weight with this std), ``head_lr_mult`` + ``head_names`` (a larger learning
   rate for parameters whose name contains one of the names; default classifier and pooler), ``zero_last_query``,
