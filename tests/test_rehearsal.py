@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 # Blocks not run, each with the reason (matched against the block's first line).
 NOT_RUN = {
-    "bash recipes/quickstart/run.sh": "the quickstart installs a venv and trains for 5 minutes; CI runs its parts",
+    "bash recipes/quickstart/run.sh": "the quickstart installs a venv and trains for 7 minutes; CI runs its parts",
     "python -m pytest -q": "this very test suite",
     "pip install": "installation, done by .ci/run",
     "python benchmarks/": "benchmarks print timings (minutes to hours); not tests",
