@@ -164,6 +164,7 @@ def run_distillation(task: Task, argv: list[str] | None = None) -> dict[str, Any
     try:  # option values the trainer would only check after the data and the student are loaded
         training_args.dropout_probability()
         training_args.loss_options()
+        training_args.min_train_steps_for(fresh_head=False)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     threads_before = set_num_threads(script_args.num_threads)

@@ -117,6 +117,7 @@ def test_unknown_yaml_key_is_one_clear_error(workspace, tmp_path):
     [
         (("--dropout", "0.1x"), "--dropout must be a probability"),
         (("--teacher_temperature", "warm"), "--teacher_temperature must be a positive number or 'auto'"),
+        (("--min_train_steps", "many"), "--min_train_steps must be a whole number of steps >= 0 or 'auto'"),
     ],
 )
 def test_bad_option_value_is_one_clear_error_before_loading(workspace, tmp_path, flag, message):
