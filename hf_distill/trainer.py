@@ -232,8 +232,8 @@ class DistillationTrainer(Trainer):
         self.add_callback(_EpochSeedCallback(self))
         self._lengthen_short_run(model)
 
-    def planned_train_steps(self) -> int | None:
-        """Optimizer steps that ``num_train_epochs`` gives on this run's data and processes (None: no train set).
+    def train_steps_per_epoch(self) -> int | None:
+        """Optimizer steps in one epoch of this run's data and processes (None: no sized train set).
 
         The Trainer's own count (``set_initial_training_values``): each rank gets ``ceil(batches / world_size)``
         batches (accelerate's even batches), one update per ``gradient_accumulation_steps`` of them.
@@ -246,8 +246,12 @@ class DistillationTrainer(Trainer):
             len(self.train_dataset) // batch if args.dataloader_drop_last else -(-len(self.train_dataset) // batch)
         )
         per_rank = -(-batches // max(args.world_size, 1))
-        per_epoch = max(-(-per_rank // args.gradient_accumulation_steps), 1)
-        return math.ceil(args.num_train_epochs * per_epoch)
+        return max(-(-per_rank // args.gradient_accumulation_steps), 1)
+
+    def planned_train_steps(self) -> int | None:
+        """Optimizer steps that ``num_train_epochs`` gives on this run's data and processes (None: no train set)."""
+        per_epoch = self.train_steps_per_epoch()
+        return None if per_epoch is None else math.ceil(self.args.num_train_epochs * per_epoch)
 
     def _lengthen_short_run(self, model: torch.nn.Module) -> None:
         """``--min_train_steps``: train a short run for that many steps instead of its epochs (logged)."""
@@ -255,7 +259,6 @@ class DistillationTrainer(Trainer):
         planned = self.planned_train_steps()
         if minimum <= 0 or self.args.max_steps > 0 or planned is None or planned >= minimum:
             return
-        per_epoch = planned / self.args.num_train_epochs if self.args.num_train_epochs else planned
         self.args.max_steps = minimum
         logger.warning(
             "%d training groups give %d optimizer steps in %g epoch(s); training %d steps instead (%.1f epochs, "
@@ -265,7 +268,7 @@ class DistillationTrainer(Trainer):
             planned,
             self.args.num_train_epochs,
             minimum,
-            minimum / per_epoch if per_epoch else float("nan"),
+            minimum / self.train_steps_per_epoch(),
             self.args.min_train_steps,
         )
 
