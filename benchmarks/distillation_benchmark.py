@@ -13,6 +13,8 @@ same student (all-MiniLM-L6-v2 cut to its first 2 layers), max_length 128, 1 epo
   no evaluation or checkpoints during training).
 * ``hf_distill_reranker_gradient_cache``: the reranker recipe with ``--gradient_cache true
   --micro_batch_max_tokens 2048``: the memory knob (one micro-batch's activations at a time, same gradients).
+* ``hf_distill_reranker_lambdaloss`` (not in the default ``--pipelines``): the reranker recipe with ``--loss
+  lambdaloss``, the loss ``peer_lambdaloss_reranker`` trains with.
 
 Every pipeline is a separate process, timed whole (imports, data, model load, training, save); repeats are
 interleaved (the order rotates) so a busy machine slows every pipeline alike; min and median are reported. Then
@@ -100,6 +102,8 @@ OURS = {
         "reranker",
         ["--gradient_cache", "true", "--micro_batch_max_tokens", "2048"],
     ),
+    # hf_distill's own LambdaLoss (NDCG-Loss2++), the same loss as peer_lambdaloss_reranker's.
+    "hf_distill_reranker_lambdaloss": ("reranker", ["--loss", "lambdaloss"]),
 }
 PIPELINES = (
     "practice_reranker",
@@ -116,7 +120,7 @@ PEERS = (
     "flagembedding_reranker",
     "flagembedding_embedding",
 )
-ALL_PIPELINES = PIPELINES + PEERS
+ALL_PIPELINES = PIPELINES + PEERS + ("hf_distill_reranker_lambdaloss",)
 PRACTICE = {"batch_size": 16, "learning_rate": 5e-5, "top_k": 8, "num_negatives": 4, "kl_temperature": 2.0}
 # hf_distill's defaults the peers are set to (checked against DistillationArguments by `peer_settings_drift`):
 # per_device_train_batch_size 8 (TrainingArguments'), learning_rate 3e-4, lr_scheduler_type linear, warmup_steps 0,
@@ -962,6 +966,7 @@ LABELS = {
     "practice_embedding": "sentence-transformers SentenceTransformerTrainer + DistillKLDiv",
     "hf_distill_embedding": "hf_distill recipes/embedding.py (defaults)",
     "hf_distill_reranker_gradient_cache": "hf_distill recipes/reranker.py --gradient_cache (2,048-token micro-batches)",
+    "hf_distill_reranker_lambdaloss": "hf_distill recipes/reranker.py --loss lambdaloss",
     "peer_listnet_reranker": "peer: sentence-transformers CrossEncoderTrainer + ListNetLoss (listwise, 16 docs)",
     "peer_lambdaloss_reranker": "peer: sentence-transformers CrossEncoderTrainer + LambdaLoss (listwise, 16 docs)",
     "peer_distillkl_embedding": "peer: sentence-transformers SentenceTransformerTrainer + DistillKLDivLoss (16 docs)",

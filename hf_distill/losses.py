@@ -18,6 +18,7 @@ Reductions follow sentence-transformers so the same numbers give the same loss:
 
 * pairwise losses ("margin_mse", "margin_mse_triplets", "ranknet") average over all valid pairs of the batch
   (like ``MarginMSELoss``/``RankNetLoss``), so a group with more pairs weighs more;
+* "lambdaloss" averages its weighted pair terms over all valid pairs of the batch (like ``LambdaLoss``);
 * listwise losses ("kl", "listnet") average over groups that have at least two valid candidates (like
   ``DistillKLDivLoss``/``ListNetLoss`` with ``batchmean``, which count every row);
 * "mse" averages over all valid candidates.
@@ -50,6 +51,7 @@ __all__ = [
     "get_loss",
     "hard_label_cross_entropy",
     "kl",
+    "lambdaloss",
     "listnet",
     "margin_mse",
     "margin_mse_triplets",
@@ -447,6 +449,86 @@ def listnet(
     student_log_probs = _masked_log_softmax(student / student_temperature, mask)
     per_group = -torch.where(mask, teacher_probs * student_log_probs, 0.0).sum(dim=-1)
     return _masked_mean(per_group, _listwise_groups(mask))
+
+
+@register_loss("lambdaloss")
+def lambdaloss(
+    student_scores: Tensor,
+    teacher_scores: Tensor,
+    mask: Tensor,
+    teacher_temperature: float = 1.0,
+    student_temperature: float = 1.0,
+    mu: float = 10.0,
+    k: int | None = None,
+) -> Tensor:
+    r"""LambdaLoss with the NDCG-Loss2++ weighting: pairwise logistic terms weighted by what swapping the pair,
+    at the positions the student ranks it, would change in NDCG.
+
+    With the teacher's graded relevance :math:`r_{bi} = (t_{bi} - \min_j t_{bj}) / T_t` (0 for the teacher's
+    worst candidate), the student's ranking :math:`\pi_b` (candidates sorted by :math:`s / T_s`, position
+    :math:`p = 1 \dots n`), gains :math:`G_{bi} = (2^{r_{bi}} - 1) / \mathrm{maxDCG}_b` and discounts
+    :math:`D_p = \log_2(1 + p)`:
+
+    .. math::
+        w_{bij} = \mu \, \big|\tfrac{1}{D_{|p_i - p_j|}} - \tfrac{1}{D_{|p_i - p_j| + 1}}\big| \,
+        |G_{bi} - G_{bj}| + \big|\tfrac{1}{D_{p_i}} - \tfrac{1}{D_{p_j}}\big| \, |G_{bi} - G_{bj}|,
+        \qquad
+        \mathcal{L} = -\frac{1}{|P|} \sum_{(b, i, j) \in P} w_{bij}
+            \log_2 \sigma\big((s_{bi} - s_{bj}) / T_s\big)
+
+    over the pairs P with :math:`r_{bi} > r_{bj}` of which at least one sits in the student's top k. Wang et
+    al. 2018, "The LambdaLoss Framework for Ranking Metric Optimization" (CIKM): the first term is
+    NDCG-Loss2 (a bound on NDCG's loss), the second LambdaRank's |ΔNDCG| (Burges et al. 2006). Only the
+    teacher's order and relative gaps matter, not its offset. With ``teacher_temperature`` T it equals
+    sentence-transformers' cross-encoder ``LambdaLoss(model)`` (NDCGLoss2PPScheme, mu 10, binary log) given
+    the labels ``(teacher - the query's lowest teacher score) / T``; ``student_temperature`` is its ``1 / sigma``.
+
+    Args:
+        teacher_temperature: T_t; the teacher's score gap that makes one relevance grade (gain 2^r - 1).
+        student_temperature: T_s; below 1 for students whose scores live in a narrow range (cosines).
+        mu: weight of the NDCG-Loss2 term against the LambdaRank term.
+        k: only pairs with a candidate in the student's top k count (NDCG@k); None = every pair.
+
+    Example:
+        >>> s = torch.tensor([[0.0, 0.0]])
+        >>> t = torch.tensor([[1.0, 0.0]])  # one pair, relevance 1 vs 0, tied student scores
+        >>> round(lambdaloss(s, t, torch.ones(1, 2, dtype=torch.bool)).item(), 4)  # 11 (1 - 1/log2 3) * 1
+        4.0598
+    """
+    _check_positive(
+        "lambdaloss", teacher_temperature=teacher_temperature, student_temperature=student_temperature, mu=mu
+    )
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"lambdaloss: k must be a whole number >= 1 or None, got {k!r}.")
+    student, teacher, mask = _prepare("lambdaloss", student_scores, teacher_scores, mask)
+    n = student.shape[-1]
+    lowest = torch.where(mask, teacher, math.inf).amin(dim=-1, keepdim=True)
+    relevance = torch.where(mask, (teacher - lowest) / teacher_temperature, -math.inf)
+    # Padded slots sort last (a finite floor, as sentence-transformers does, so score differences stay finite).
+    logits = torch.where(mask, student / student_temperature, -1e16)
+    sorted_logits, order = logits.sort(descending=True, dim=-1)
+    relevance_by_rank = relevance.gather(1, order)
+    ideal = relevance.sort(descending=True, dim=-1).values.clamp(min=0.0)
+    gaps = relevance_by_rank[:, :, None] - relevance_by_rank[:, None, :]
+    pairs = torch.isfinite(gaps) & (gaps > 0)  # i above j in relevance, both real
+    top = min(k or n, n)
+    in_top_k = torch.zeros(n, n, dtype=torch.bool, device=student.device)
+    in_top_k[:top, :] = True
+    in_top_k[:, :top] = True
+    discount = torch.log2(1.0 + torch.arange(1, n + 1, device=student.device, dtype=student.dtype))
+    max_dcg = ((2.0**ideal - 1) / discount)[:, :top].sum(dim=-1).clamp(min=1e-10)
+    gain = (2.0 ** relevance_by_rank.clamp(min=0.0) - 1) / max_dcg[:, None]
+    gain_gap = (gain[:, :, None] - gain[:, None, :]).abs()
+    positions = torch.arange(1, n + 1, device=student.device)
+    distance = (positions[:, None] - positions[None, :]).abs()
+    # NDCG-Loss2's delta_{|i-j|} = |1/D_{|i-j|} - 1/D_{|i-j|+1}|, 0 on the diagonal (no pair).
+    delta = (1.0 / discount[(distance - 1).clamp(min=0)] - 1.0 / discount[distance]).abs()
+    delta = delta.masked_fill(distance == 0, 0.0)
+    lambda_rank = (1.0 / discount[:, None] - 1.0 / discount[None, :]).abs()
+    weights = (mu * delta + lambda_rank)[None] * gain_gap
+    score_gaps = (sorted_logits[:, :, None] - sorted_logits[:, None, :]).clamp(min=-1e8, max=1e8)
+    pair_loss = -weights * F.logsigmoid(score_gaps) / math.log(2.0)
+    return _masked_mean(pair_loss, pairs & in_top_k)
 
 
 def hard_label_cross_entropy(student_scores: Tensor, labels: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:

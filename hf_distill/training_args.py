@@ -38,7 +38,7 @@ class DistillationArguments(TrainingArguments):
 
     Args:
         loss: a registered loss (:mod:`hf_distill.losses`): ``mse``, ``margin_mse``, ``margin_mse_triplets``,
-            ``kl``, ``ranknet``, ``listnet`` or a name given to ``@register_loss``.
+            ``kl``, ``ranknet``, ``listnet``, ``lambdaloss`` or a name given to ``@register_loss``.
         gradient_cache: GradCache (Gao et al. 2021): score every micro-batch without autograd, take the loss's
             gradient with respect to the scores (or embeddings), then run forward + backward per micro-batch
             with it. Same gradients, one more forward per step, activation memory of one micro-batch. Not with
@@ -46,7 +46,8 @@ class DistillationArguments(TrainingArguments):
         dropout: dropout of every dropout layer while the student trains, a number or ``keep`` (the
             checkpoint's own). Default 0: dropout noise drowns the small score differences a student starts
             from (BENCHMARKS.md, "Ablation"). The saved config keeps the checkpoint's values.
-        teacher_temperature: softmax temperature of the teacher in listwise losses (``kl``, ``listnet``), or
+        teacher_temperature: softmax temperature of the teacher in listwise losses (``kl``, ``listnet``; in
+            ``lambdaloss`` the teacher gap of one relevance grade), or
             ``auto`` = the mean per-query standard deviation of the training teacher scores, so cosine (spread
             ~0.15) and logit (spread ~3) teachers get the same softness.
         student_temperature: softmax temperature of the student in listwise losses, or ``auto`` = 1 for logit
@@ -90,7 +91,9 @@ class DistillationArguments(TrainingArguments):
     # --- loss ---------------------------------------------------------------------------------------------------
     loss: str = field(
         default="listnet",
-        metadata={"help": "A registered loss: mse, margin_mse, margin_mse_triplets, kl, ranknet, listnet, or yours."},
+        metadata={
+            "help": "A registered loss: mse, margin_mse, margin_mse_triplets, kl, ranknet, listnet, lambdaloss, or yours."
+        },
     )
     gradient_cache: bool = field(
         default=False,
@@ -106,12 +109,14 @@ class DistillationArguments(TrainingArguments):
     )
     teacher_temperature: str = field(
         default="auto",
-        metadata={"help": "Teacher temperature of kl/listnet, or auto = mean per-query std of the teacher scores."},
+        metadata={
+            "help": "Teacher temperature of kl/listnet/lambdaloss, or auto = mean per-query std of the teacher scores."
+        },
     )
     student_temperature: str = field(
         default="auto",
         metadata={
-            "help": "Student temperature of kl/listnet, or auto = 1 (logit students), 0.05 (cosine bi-encoders)."
+            "help": "Student temperature of kl/listnet/lambdaloss, or auto = 1 (logit students), 0.05 (cosine bi-encoders)."
         },
     )
     margin_top_k: int = field(

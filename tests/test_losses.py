@@ -18,6 +18,7 @@ from hf_distill.losses import (
     get_loss,
     hard_label_cross_entropy,
     kl,
+    lambdaloss,
     listnet,
     margin_mse,
     margin_mse_triplets,
@@ -28,7 +29,7 @@ from hf_distill.losses import (
 
 from conftest import tiny_bert_config
 
-BUILT_INS = ["mse", "margin_mse", "margin_mse_triplets", "kl", "ranknet", "listnet"]
+BUILT_INS = ["mse", "margin_mse", "margin_mse_triplets", "kl", "ranknet", "listnet", "lambdaloss"]
 
 
 def all_valid(batch: int, size: int) -> torch.Tensor:
@@ -198,7 +199,7 @@ def test_single_candidate_and_empty_groups_give_zero_not_nan(name):
     assert torch.isfinite(student.grad).all()
 
 
-@pytest.mark.parametrize("name", ["margin_mse", "kl", "ranknet", "listnet"])
+@pytest.mark.parametrize("name", ["margin_mse", "kl", "ranknet", "listnet", "lambdaloss"])
 def test_single_candidate_group_does_not_dilute_the_batch(name):
     student, teacher = random_groups(batch=2, size=3, dtype=torch.float32)
     mask = torch.tensor([[True, True, True], [True, False, False]])
@@ -423,6 +424,43 @@ def test_ranknet_equals_sentence_transformers_rank_net_with_natural_log(cross_en
     # ST's default log2 reduction is the same loss divided by ln 2.
     st_binary = RankNetLoss(model)([queries, docs], labels)
     assert ours.item() / math.log(2) == pytest.approx(st_binary.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("teacher_temperature", "student_temperature", "k"), [(1.0, 1.0, None), (0.3, 0.5, None), (1.0, 1.0, 3)]
+)
+def test_lambdaloss_equals_sentence_transformers_lambda_loss_on_ragged_groups(
+    cross_encoder_with_scores, teacher_temperature, student_temperature, k
+):
+    from sentence_transformers.cross_encoder.losses import LambdaLoss
+
+    lengths = [5, 2, 4, 3]
+    queries, docs, mask = ragged_inputs(lengths)
+    student, teacher = random_groups(batch=4, size=5, seed=5, dtype=torch.float32)
+    teacher[2, 1] = teacher[2, 3]  # a teacher tie: no pair in either implementation
+    student.requires_grad_(True)
+    # ST's gains are 2**label - 1 of labels clamped at 0: our relevance is (teacher - the group's lowest) / T.
+    labels = [
+        (teacher[b, :length] - teacher[b, :length].min()) / teacher_temperature for b, length in enumerate(lengths)
+    ]
+    model = cross_encoder_with_scores(student)
+    st_loss = LambdaLoss(model, k=k, sigma=1.0 / student_temperature)([queries, docs], labels)
+    (st_grad,) = torch.autograd.grad(st_loss, student)
+
+    ours = lambdaloss(
+        student, teacher, mask, teacher_temperature=teacher_temperature, student_temperature=student_temperature, k=k
+    )
+    (our_grad,) = torch.autograd.grad(ours, student)
+    assert ours.item() == pytest.approx(st_loss.item(), rel=1e-6)
+    torch.testing.assert_close(our_grad, st_grad)
+
+
+def test_lambdaloss_ignores_the_teachers_offset_and_rejects_a_bad_k():
+    student, teacher = random_groups(batch=3, size=4, seed=6, dtype=torch.float64)
+    mask = all_valid(3, 4)
+    assert lambdaloss(student, teacher + 7.0, mask).item() == pytest.approx(lambdaloss(student, teacher, mask).item())
+    with pytest.raises(ValueError, match="k must be a whole number"):
+        lambdaloss(student, teacher, mask, k=0)
 
 
 def test_teacher_score_spread_is_the_mean_per_query_std():

@@ -44,7 +44,7 @@ def train_dataset():
     return datasets.Dataset.from_list(make_groups(num_queries=16, num_candidates=6, seed=1))
 
 
-@pytest.mark.parametrize("loss", ["mse", "margin_mse", "margin_mse_triplets", "kl", "ranknet", "listnet"])
+@pytest.mark.parametrize("loss", ["mse", "margin_mse", "margin_mse_triplets", "kl", "ranknet", "listnet", "lambdaloss"])
 def test_reranker_student_learns_with_every_loss(tmp_path, tokenizer, tiny_reranker, train_dataset, loss):
     extra = {"margin_top_k": 2, "margin_num_negatives": 2} if loss == "margin_mse_triplets" else {}
     trainer = RerankerDistillationTrainer(
