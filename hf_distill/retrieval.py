@@ -4,7 +4,10 @@ reranker on top of a first stage, and the retrieval metrics nDCG@10, MRR@10, Rec
 **Inputs.** A corpus is rows ``{"id", "text", "title"?}``, queries are rows ``{"id"?, "query", "positive_ids"?}``,
 from a ``.jsonl`` or ``.parquet`` file, a ``datasets`` directory (``save_to_disk`` or a folder of data files) or
 a Hub dataset name (:func:`read_corpus`, :func:`read_queries`). Ids may be strings or integers (integers are
-read as their decimal string). A passage's text is ``"{title} {text}"`` when it has a title (the BEIR
+read as their decimal string). The BEIR / MTEB retrieval layout reads as it is: ``corpus.jsonl`` rows
+``{"_id", "title", "text"}``, ``queries.jsonl`` rows ``{"_id", "text"}`` and relevance judgements
+``qrels/<split>.tsv`` (``query-id  corpus-id  score``; :func:`read_qrels`) passed as ``qrels`` to
+:func:`read_queries`, which then keeps the queries judged in that file. A passage's text is ``"{title} {text}"`` when it has a title (the BEIR
 convention), else ``text``; that text is what is retrieved, scored and written into mined rows. Every problem is
 one :class:`~hf_distill.errors.DataFormatError` naming file, line (or ``row N``), field and fix: a duplicate id,
 an empty text or query, a positive id that is not in the corpus.
@@ -156,9 +159,10 @@ def read_corpus(source: str | os.PathLike, split: str = "train") -> Corpus:
     places: dict[int, str] = {}  # where each id was first seen, only to name it in a duplicate's error
     for place, raw in iter_rows(source, split):
         row = _row_object(raw, source, place, CORPUS_FIELDS)
-        if "id" not in row or row["id"] is None:
+        id_field = _id_field(row)
+        if id_field is None:
             raise DataFormatError(source, place, "id", "is missing", f"give every passage an id ({CORPUS_FIELDS})")
-        passage_id = _read_id(row["id"], source, place, "id")
+        passage_id = _read_id(row[id_field], source, place, id_field)
         text = _read_text(row, source, place, "text")
         title = _read_text(row, source, place, "title", required=False)
         if passage_id in position:
@@ -190,22 +194,112 @@ class Query:
     positive_ids: list[str] = field(default_factory=list)
 
 
-def read_queries(source: str | os.PathLike, corpus: Corpus | None = None, split: str = "train") -> list[Query]:
-    """Read query rows ``{"id"?, "query", "positive_ids"?}``; a row without ``id`` gets its place as id.
+def _id_field(row: dict) -> str | None:
+    """``"id"``, or BEIR's ``"_id"`` in a row without ``id``; None when the row has neither."""
+    for name in ("id", "_id"):
+        if row.get(name) is not None:
+            return name
+    return None
 
-    With ``corpus``, every positive id must be one of its ids.
+
+QRELS_FIELDS = "query-id, corpus-id, score"
+
+
+def read_qrels(source: str | os.PathLike, corpus: Corpus | None = None, split: str = "test") -> dict[str, list[str]]:
+    """Relevance judgements as ``{query id: [relevant passage ids]}`` (score > 0; 0 and below are judged not
+    relevant and dropped): BEIR's ``qrels/<split>.tsv`` (tab-separated ``query-id corpus-id score``, with or
+    without that header line), or rows ``{"query-id", "corpus-id", "score"}`` from any source :func:`iter_rows`
+    reads (JSONL, Parquet, a dataset dir, a Hub dataset such as MTEB's qrels configs).
+
+    Raises:
+        DataFormatError: a line without three fields, a score that is not a number, a passage id not in
+            ``corpus``, no judgements.
+    """
+    source = os.fspath(source)
+    judged: dict[str, list[str]] = {}
+
+    def add(place: str, query_id: Any, passage_id: Any, score: Any) -> None:
+        query_id = _read_id(query_id, source, place, "query-id")
+        passage_id = _read_id(passage_id, source, place, "corpus-id")
+        try:
+            value = float(score)
+        except (TypeError, ValueError):
+            raise DataFormatError(
+                source, place, "score", f"must be a number, got {score!r}", "write the relevance as a number"
+            ) from None
+        if corpus is not None and passage_id not in corpus.position:
+            raise DataFormatError(
+                source,
+                place,
+                "corpus-id",
+                f"id {passage_id!r} is not in the corpus {corpus.source}",
+                "use the corpus the judgements were made for, or drop the line",
+            )
+        positives = judged.setdefault(query_id, [])
+        if value > 0 and passage_id not in positives:
+            positives.append(passage_id)
+
+    if os.path.isfile(source) and Path(source).suffix.lower() in (".tsv", ".txt"):
+        with open(source, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                fields = line.rstrip("\n").split("\t")
+                if line_number == 1 and fields[0].strip().lower() in ("query-id", "query_id", "qid"):
+                    continue  # BEIR's header line
+                if len(fields) == 4:  # TREC qrels: query-id 0 corpus-id score
+                    fields = [fields[0], fields[2], fields[3]]
+                if len(fields) != 3:
+                    raise DataFormatError(
+                        source,
+                        f"line {line_number}",
+                        None,
+                        f"expected 3 tab-separated fields ({QRELS_FIELDS}), got {len(fields)}",
+                        "write one judgement per line",
+                    )
+                add(f"line {line_number}", *(field_.strip() for field_ in fields))
+    else:
+        for place, raw in iter_rows(source, split):
+            row = _row_object(raw, source, place, "{" + QRELS_FIELDS + "}")
+            names = [next((n for n in (a, a.replace("-", "_")) if n in row), a) for a in ("query-id", "corpus-id")]
+            for name in names:
+                if row.get(name) is None:
+                    raise DataFormatError(source, place, name, "is missing", f"write rows {{{QRELS_FIELDS}}}")
+            add(place, row[names[0]], row[names[1]], row.get("score", 1))
+    if not judged:
+        raise DataFormatError(source, None, None, "there are no judgements", f"write one {QRELS_FIELDS} per line")
+    return judged
+
+
+def read_queries(
+    source: str | os.PathLike,
+    corpus: Corpus | None = None,
+    split: str = "train",
+    qrels: dict[str, list[str]] | None = None,
+) -> list[Query]:
+    """Read query rows ``{"id"?, "query", "positive_ids"?}`` (or BEIR's ``{"_id", "text"}``); a row without an
+    id gets its place as id.
+
+    With ``corpus``, every positive id must be one of its ids. With ``qrels`` (:func:`read_qrels`), only the
+    queries judged there are kept (BEIR's ``queries.jsonl`` holds every split's queries), each with the judged
+    relevant passages added to its ``positive_ids``.
 
     Raises:
         DataFormatError: an empty query, a duplicate query id, ``positive_ids`` not a list of ids, a positive id
-            not in the corpus, no rows.
+            not in the corpus, no rows; a judged query id that no row has.
     """
     source = os.fspath(source)
     queries: list[Query] = []
     seen: set[str] = set()
     for place, raw in iter_rows(source, split):
         row = _row_object(raw, source, place, QUERY_FIELDS)
-        text = _read_text(row, source, place, "query")
-        query_id = _read_id(row["id"], source, place, "id") if row.get("id") is not None else f"{source}:{place}"
+        text_field = "query" if "query" in row or "text" not in row else "text"
+        text = _read_text(row, source, place, text_field)
+        id_field = _id_field(row)
+        query_id = _read_id(row[id_field], source, place, id_field) if id_field else f"{source}:{place}"
+        if qrels is not None and query_id not in qrels:
+            seen.add(query_id)
+            continue
         if query_id in seen:
             raise DataFormatError(
                 source, place, "id", f"duplicate query id {query_id!r}", "give every query its own id, or leave ids out"
@@ -235,7 +329,22 @@ def read_queries(source: str | os.PathLike, corpus: Corpus | None = None, split:
                 )
             if positive_id not in positive_ids:
                 positive_ids.append(positive_id)
+        if qrels is not None:
+            positive_ids += [p for p in qrels[query_id] if p not in positive_ids]
         queries.append(Query(query_id, text, positive_ids))
+    if qrels is not None:
+        unknown = [query_id for query_id in qrels if query_id not in seen]
+        if unknown:
+            raise DataFormatError(
+                source,
+                None,
+                "id",
+                f"{len(unknown)} judged query id(s) have no query row, e.g. {unknown[0]!r}",
+                "use the queries file the judgements were made for",
+            )
+        logger.info(
+            "%s: %d of %d queries are judged in the qrels; the others are left out", source, len(queries), len(seen)
+        )
     if not queries:
         raise DataFormatError(source, None, None, "there are no queries", f"write one {QUERY_FIELDS} row per query")
     return queries

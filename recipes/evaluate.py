@@ -49,7 +49,13 @@ from hf_distill.evaluation import (
     load_scorer,
 )
 from hf_distill.reports import NO_TEACHER_NOTE, write_reports
-from hf_distill.retrieval import evaluate_models_as_retrievers, read_corpus, read_queries, retrieval_markdown
+from hf_distill.retrieval import (
+    evaluate_models_as_retrievers,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    retrieval_markdown,
+)
 from hf_distill.teachers import DEFAULT_MAX_TOKENS_PER_BATCH, POOLING_MODES
 
 logger = logging.getLogger("hf_distill")
@@ -130,6 +136,13 @@ class EvaluationArguments:
             "measured as its own set (nDCG@10, MRR@10, Recall@100, MAP@100), named like --eval_file sets."
         },
     )
+    qrels_file: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Retrieval evaluation: BEIR relevance judgements (qrels/<split>.tsv), one per --queries_file "
+            "(or one for all): only judged queries are measured, score > 0 passages are the positives."
+        },
+    )
     teacher_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Retrieval evaluation: also measure this teacher (embedding model or reranker) as a row."},
@@ -177,7 +190,12 @@ def main(argv: list[str] | None = None) -> dict:
     if bool(args.corpus_file) != bool(args.queries_file):
         raise ConfigError("retrieval evaluation needs both --corpus_file and --queries_file. Fix: pass the other one.")
     eval_sets, files = _eval_sets(args.eval_file) if args.eval_file else ({}, {})
-    retrieval_sets = _retrieval_sets(args.corpus_file, args.queries_file) if args.corpus_file else None
+    if args.qrels_file and len(args.qrels_file) not in (1, len(args.queries_file or [])):
+        raise ConfigError(
+            f"--qrels_file: {len(args.qrels_file)} files for {len(args.queries_file or [])} --queries_file. "
+            "Fix: give one qrels file per queries file, in the same order, or one for all."
+        )
+    retrieval_sets = _retrieval_sets(args.corpus_file, args.queries_file, args.qrels_file) if args.corpus_file else None
 
     task = detect_student_kind(args.model_name_or_path) if args.student_kind == "auto" else args.student_kind
     options = dict(max_length=args.max_length, device=args.device, instruction=args.instruction)
@@ -217,11 +235,16 @@ def main(argv: list[str] | None = None) -> dict:
     return {**results, "retrieval": retrieval_results}
 
 
-def _retrieval_sets(corpus_file: str, queries_files: list[str]) -> tuple:
+def _retrieval_sets(corpus_file: str, queries_files: list[str], qrels_files: list[str] | None = None) -> tuple:
     """Read and check the corpus and every query file (positive ids in the corpus) before a model is loaded."""
     corpus = read_corpus(corpus_file)
     files = eval_set_names(queries_files)
-    return corpus, {name: (path, read_queries(path, corpus)) for name, path in files.items()}
+    qrels_files = qrels_files or []
+    qrels_files = qrels_files * len(files) if len(qrels_files) == 1 else qrels_files
+    judged = [read_qrels(path, corpus) for path in qrels_files] or [None] * len(files)
+    return corpus, {
+        name: (path, read_queries(path, corpus, qrels=qrels)) for (name, path), qrels in zip(files.items(), judged)
+    }
 
 
 def _evaluate_retrieval(retrieval_sets: tuple, scorers: dict, args: EvaluationArguments) -> dict:

@@ -43,7 +43,14 @@ from transformers import HfArgumentParser
 from hf_distill.cli import ConfigError, exit_on_user_error, load_yaml_config, parse_config
 from hf_distill.evaluation import load_scorer
 from hf_distill.mining import mine
-from hf_distill.retrieval import DEFAULT_HNSW_THRESHOLD, RETRIEVERS, build_retriever, read_corpus, read_queries
+from hf_distill.retrieval import (
+    DEFAULT_HNSW_THRESHOLD,
+    RETRIEVERS,
+    build_retriever,
+    read_corpus,
+    read_qrels,
+    read_queries,
+)
 from hf_distill.teachers import DEFAULT_MAX_TOKENS_PER_BATCH, DTYPES, POOLING_MODES, TEACHER_TYPES, load_teacher
 
 logger = logging.getLogger("hf_distill")
@@ -58,6 +65,13 @@ class MiningArguments:
     )
     queries_file: str | None = field(
         default=None, metadata={"help": 'Query rows {"id"?, "query", "positive_ids"?: [...]} (same sources).'}
+    )
+    qrels_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "BEIR relevance judgements (qrels/<split>.tsv: query-id, corpus-id, score): keep the judged "
+            "queries, their score > 0 passages as positives. BEIR's corpus.jsonl / queries.jsonl (_id, text) read as is."
+        },
     )
     output_file: str | None = field(
         default=None, metadata={"help": "Listwise JSONL to write (one round). With --rounds: see --output_dir."}
@@ -185,7 +199,8 @@ def main(argv: list[str] | None = None) -> list:
         format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s",
     )
     corpus = read_corpus(args.corpus_file)
-    queries = read_queries(args.queries_file, corpus)
+    qrels = read_qrels(args.qrels_file, corpus) if args.qrels_file else None
+    queries = read_queries(args.queries_file, corpus, qrels=qrels)
     if args.rounds > 1:
         train_values = load_yaml_config(args.train_config, known_fields=_train_fields())  # fail before work
         if "model_name_or_path" not in train_values:

@@ -182,6 +182,29 @@ def test_mine_recipe_with_a_hybrid_first_stage(workspace, tmp_path, one_thread):
     assert all(len(row["passages"]) <= 1 + 5 for row in rows)  # one positive + at most top_k candidates
 
 
+def test_mine_recipe_reads_a_beir_task_and_mines_its_judged_queries(tmp_path, one_thread, workspace):
+    from test_retrieval import write_beir_task
+
+    corpus_rows = tiny_corpus_rows(60, seed=2)
+    query_rows = tiny_query_rows(corpus_rows, num_queries=10, seed=3)
+    files = write_beir_task(tmp_path / "beir", corpus_rows, query_rows, judged=6)
+    output = tmp_path / "mined.jsonl"
+    (summary,) = mine_recipe.main(
+        ["--corpus_file", files["corpus"], "--queries_file", files["queries"], "--qrels_file", files["qrels"]]
+        + ["--output_file", str(output), "--retriever", "bm25", "--top_k", "5", "--fn_filter", "false"]
+        + ["--teacher_type", "embedding", "--teacher_model_name_or_path", workspace["embedder"]]
+    )
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert summary.num_rows == len(rows) == 6
+    texts = {r["id"]: f"{r['title']} {r['text']}" for r in corpus_rows}
+    for row, query in zip(rows, query_rows[:6]):
+        assert row["query"] == query["query"]
+        # the judged positive is in the row, labelled 1
+        (positive,) = query["positive_ids"]
+        assert row["labels"][row["passage_ids"].index(positive)] == 1
+        assert row["passages"][row["passage_ids"].index(positive)] == texts[positive]
+
+
 @pytest.mark.parametrize(
     "flags, words",
     [

@@ -24,6 +24,7 @@ from hf_distill.retrieval import (
     evaluate_retrieval,
     per_query_retrieval_metrics,
     read_corpus,
+    read_qrels,
     read_queries,
     reciprocal_rank_fusion,
     rerank,
@@ -299,6 +300,72 @@ def test_evaluate_retrieval_finds_the_positives_with_bm25(tmp_path):
     assert metrics["ndcg@10"] > 0.5
 
 
+def write_beir_task(root: Path, corpus_rows: list[dict], query_rows: list[dict], judged: int) -> dict[str, str]:
+    """The BEIR / MTEB layout of a task: corpus.jsonl {_id, title, text}, queries.jsonl {_id, text} (every
+    query, judged or not), qrels/test.tsv with a header, judging the first ``judged`` queries (plus one score-0
+    line, which is not a positive)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "qrels").mkdir()
+    beir_corpus = [{"_id": r["id"], "title": r["title"], "text": r["text"]} for r in corpus_rows]
+    beir_queries = [{"_id": r["id"], "text": r["query"]} for r in query_rows]
+    lines = ["query-id\tcorpus-id\tscore"]
+    lines += [f"{r['id']}\t{p}\t1" for r in query_rows[:judged] for p in r["positive_ids"]]
+    lines.append(f"{query_rows[0]['id']}\t{corpus_rows[-1]['id']}\t0")
+    (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {
+        "corpus": write_jsonl(root / "corpus.jsonl", beir_corpus),
+        "queries": write_jsonl(root / "queries.jsonl", beir_queries),
+        "qrels": str(root / "qrels" / "test.tsv"),
+    }
+
+
+def test_the_beir_layout_reads_as_it_is_and_keeps_the_judged_queries(tmp_path):
+    corpus_rows = tiny_corpus_rows(40)
+    query_rows = tiny_query_rows(corpus_rows)
+    files = write_beir_task(tmp_path / "beir", corpus_rows, query_rows, judged=5)
+    corpus = read_corpus(files["corpus"])
+    assert corpus.ids == [r["id"] for r in corpus_rows]
+    assert corpus.texts[0] == f"{corpus_rows[0]['title']} {corpus_rows[0]['text']}"
+    qrels = read_qrels(files["qrels"], corpus)
+    queries = read_queries(files["queries"], corpus, qrels=qrels)
+    # The 3 unjudged queries are left out; the score-0 judgement is no positive.
+    assert [q.id for q in queries] == [r["id"] for r in query_rows[:5]]
+    assert [q.positive_ids for q in queries] == [r["positive_ids"] for r in query_rows[:5]]
+    assert [q.text for q in queries] == [r["query"] for r in query_rows[:5]]
+    # The same judgements as rows (MTEB's qrels configs on the Hub, JSONL, Parquet) read the same.
+    rows = [
+        {"query-id": line.split("\t")[0], "corpus-id": line.split("\t")[1], "score": int(line.split("\t")[2])}
+        for line in Path(files["qrels"]).read_text().splitlines()[1:]
+    ]
+    assert read_qrels(write_jsonl(tmp_path / "qrels.jsonl", rows), corpus) == qrels
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("q0\tnot-a-passage\t1", ["line 3", "corpus-id", "'not-a-passage' is not in the corpus"]),
+        ("q0\td1", ["line 3", "expected 3 tab-separated fields"]),
+        ("q0\td1\thigh", ["line 3", "score", "must be a number"]),
+    ],
+)
+def test_a_bad_qrels_line_is_one_error_naming_the_line(tmp_path, line, words):
+    corpus = read_corpus(write_jsonl(tmp_path / "c.jsonl", tiny_corpus_rows(5)))
+    path = tmp_path / "test.tsv"
+    path.write_text(f"query-id\tcorpus-id\tscore\nq0\td0\t1\n{line}\n", encoding="utf-8")
+    with pytest.raises(DataFormatError) as error:
+        read_qrels(path, corpus)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_a_judged_query_without_a_query_row_is_one_error(tmp_path):
+    corpus_rows = tiny_corpus_rows(10)
+    corpus = read_corpus(write_jsonl(tmp_path / "c.jsonl", corpus_rows))
+    queries_file = write_jsonl(tmp_path / "q.jsonl", [{"_id": "q0", "text": "a query"}])
+    with pytest.raises(DataFormatError, match="1 judged query id.*'q9'.*Fix: use the queries file"):
+        read_queries(queries_file, corpus, qrels={"q0": ["d0"], "q9": ["d1"]})
+
+
 # ---------------------------------------------------------------------------------------------------------
 # recipes/evaluate.py --corpus_file --queries_file
 # ---------------------------------------------------------------------------------------------------------
@@ -348,6 +415,35 @@ def test_evaluate_recipe_measures_student_base_and_teacher_as_retrievers(
     assert other["student"]["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-9)
     markdown = (output_dir / "metrics.md").read_text()
     assert "## retrieval: queries" in markdown and "| student |" in markdown and "nDCG@10" in markdown
+
+
+def test_evaluate_recipe_measures_a_beir_task_on_its_judged_queries(tmp_path, tiny_embedder, one_thread):
+    from test_evaluate import evaluate_recipe
+
+    corpus_rows = tiny_corpus_rows(40)
+    query_rows = tiny_query_rows(corpus_rows)
+    files = write_beir_task(tmp_path / "beir", corpus_rows, query_rows, judged=5)
+    output_dir = tmp_path / "evaluation"
+    evaluate_recipe.main(
+        ["--model_name_or_path", tiny_embedder, "--corpus_file", files["corpus"], "--queries_file", files["queries"]]
+        + ["--qrels_file", files["qrels"], "--output_dir", str(output_dir)]
+    )
+    result = json.loads((output_dir / "metrics.json").read_text())["retrieval"]["queries"]
+    assert result["num_queries"] == 5
+    corpus = read_corpus(write_jsonl(tmp_path / "corpus.jsonl", corpus_rows))
+    judged = read_queries(write_jsonl(tmp_path / "judged.jsonl", query_rows[:5]), corpus)
+    expected = evaluate_retrieval(DenseRetriever(load_scorer("embedding", tiny_embedder), corpus.texts), corpus, judged)
+    assert result["student"]["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-9)
+
+
+def test_evaluate_recipe_refuses_qrels_that_do_not_pair_with_the_queries(tmp_path, capsys):
+    from test_evaluate import evaluate_recipe
+
+    argv = ["--model_name_or_path", "m", "--corpus_file", "c.jsonl", "--queries_file", "a.jsonl", "b.jsonl", "c.jsonl"]
+    with pytest.raises(SystemExit) as stop:
+        evaluate_recipe.main(argv + ["--qrels_file", "x.tsv", "y.tsv", "--output_dir", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "--qrels_file: 2 files for 3 --queries_file" in capsys.readouterr().err
 
 
 def test_evaluate_recipe_refuses_a_corpus_without_queries(tmp_path, capsys):
