@@ -202,6 +202,14 @@ def _id_field(row: dict) -> str | None:
     return None
 
 
+def _check_in_corpus(
+    corpus: Corpus | None, passage_id: str, source: str, place: str, field_name: str, fix: str
+) -> None:
+    """A passage id named by a query row or a judgement must be one of ``corpus``'s (no check without one)."""
+    if corpus is not None and passage_id not in corpus.position:
+        raise DataFormatError(source, place, field_name, f"id {passage_id!r} is not in the corpus {corpus.source}", fix)
+
+
 QRELS_FIELDS = "query-id, corpus-id, score"
 
 
@@ -227,14 +235,14 @@ def read_qrels(source: str | os.PathLike, corpus: Corpus | None = None, split: s
             raise DataFormatError(
                 source, place, "score", f"must be a number, got {score!r}", "write the relevance as a number"
             ) from None
-        if corpus is not None and passage_id not in corpus.position:
-            raise DataFormatError(
-                source,
-                place,
-                "corpus-id",
-                f"id {passage_id!r} is not in the corpus {corpus.source}",
-                "use the corpus the judgements were made for, or drop the line",
-            )
+        _check_in_corpus(
+            corpus,
+            passage_id,
+            source,
+            place,
+            "corpus-id",
+            "use the corpus the judgements were made for, or drop the line",
+        )
         positives = judged.setdefault(query_id, [])
         if value > 0 and passage_id not in positives:
             positives.append(passage_id)
@@ -319,14 +327,14 @@ def read_queries(
         positive_ids = []
         for i, value in enumerate(positives):
             positive_id = _read_id(value, source, place, f"positive_ids[{i}]")
-            if corpus is not None and positive_id not in corpus.position:
-                raise DataFormatError(
-                    source,
-                    place,
-                    f"positive_ids[{i}]",
-                    f"id {positive_id!r} is not in the corpus {corpus.source}",
-                    "fix the id, add the passage to the corpus, or remove it from positive_ids",
-                )
+            _check_in_corpus(
+                corpus,
+                positive_id,
+                source,
+                place,
+                f"positive_ids[{i}]",
+                "fix the id, add the passage to the corpus, or remove it from positive_ids",
+            )
             if positive_id not in positive_ids:
                 positive_ids.append(positive_id)
         if qrels is not None:

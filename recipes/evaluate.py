@@ -241,7 +241,8 @@ def _retrieval_sets(corpus_file: str, queries_files: list[str], qrels_files: lis
     files = eval_set_names(queries_files)
     qrels_files = qrels_files or []
     qrels_files = qrels_files * len(files) if len(qrels_files) == 1 else qrels_files
-    judged = [read_qrels(path, corpus) for path in qrels_files] or [None] * len(files)
+    read = {path: read_qrels(path, corpus) for path in dict.fromkeys(qrels_files)}  # one shared file read once
+    judged = [read[path] for path in qrels_files] or [None] * len(files)
     return corpus, {
         name: (path, read_queries(path, corpus, qrels=qrels)) for (name, path), qrels in zip(files.items(), judged)
     }
